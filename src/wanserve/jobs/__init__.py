@@ -1,0 +1,1 @@
+"""The job core: records, states, the store, and the worker loop. Knows nothing of HTTP."""

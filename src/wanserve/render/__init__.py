@@ -1,0 +1,1 @@
+"""Turning frames into the files we serve: MP4, thumbnail, spritesheet."""

@@ -1,0 +1,99 @@
+"""Configuration: every setting is an environment variable prefixed `WANSERVE_`."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_MODEL = "wan2.7-i2v"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from `90`, `"90"`, `"15m"`, `"24h"` or `"7d"`."""
+    if isinstance(value, int | float):
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 3600, 30m, 24h)")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def _split_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """All of wanserve's settings; `Settings()` reads them from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="WANSERVE_", extra="ignore")
+
+    data_dir: Path = Path("wanserve-data")
+    database_url: str | None = None
+    storage_url: str | None = None
+    broker_url: str | None = None
+    public_url: str | None = Field(
+        default=None, description="Base URL clients reach us at; default: taken from each request"
+    )
+
+    api_keys: Annotated[list[str], NoDecode] = []
+    metrics_key: str | None = None
+
+    engine: str = "keyframe"
+    models: dict[str, Any] = {}
+
+    workers: int = Field(default=1, ge=0)
+    retention: float = 24 * 3600
+    job_lease: float = 30.0
+    max_attempts: int = Field(default=3, ge=1)
+    poll_interval: float = 0.5
+    poll_after_ms: int = 2000
+
+    media_allowed_hosts: Annotated[list[str], NoDecode] = []
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_audio_bytes: int = 15 * 1024 * 1024
+    fetch_connect_timeout: float = 5.0
+    fetch_timeout: float = 30.0
+    max_json_body: int = 1024 * 1024
+    max_multipart_body: int = 64 * 1024 * 1024
+
+    encoder_preset: str = "veryfast"
+
+    @field_validator("api_keys", "media_allowed_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("retention", "job_lease", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _json_models(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to SQLite in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'wanserve.db').resolve()}"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        """The storage URL, defaulting to files under the data directory."""
+        if self.storage_url:
+            return self.storage_url
+        return f"file://{(self.data_dir / 'files').resolve()}"
