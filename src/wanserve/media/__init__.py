@@ -1,0 +1,1 @@
+"""Media inputs: fetching URLs under the SSRF policy, and checking images and audio."""
