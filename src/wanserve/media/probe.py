@@ -13,7 +13,15 @@ from pathlib import Path
 
 import av
 import av.error
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import (
+    BmpImagePlugin,
+    Image,
+    ImageFile,
+    ImageOps,
+    JpegImagePlugin,
+    PngImagePlugin,
+    WebPImagePlugin,
+)
 
 from wanserve.errors import MediaError
 
@@ -23,17 +31,19 @@ MAX_ASPECT = 8.0
 MIN_AUDIO_SECONDS = 2.0
 MAX_AUDIO_SECONDS = 30.0
 
-# Pillow's own default bomb limit (~89 Mpx) is not ours: an image may have up to
-# MAX_SIDE x MAX_SIDE pixels, and anything larger is refused from its header before
-# decoding. Setting it here makes Pillow refuse (rather than warn about) anything
-# beyond twice that even where a caller skips our header check.
+# Pillow's default decompression-bomb limit (~89 Mpx) is not ours: we accept at most
+# MAX_SIDE x MAX_SIDE pixels, and `probe_image` refuses anything larger from the header
+# alone. Every Image.open elsewhere (e.g. `load_rgb_image`) keeps this as a backstop:
+# Pillow warns above it and refuses outright above twice it.
 Image.MAX_IMAGE_PIXELS = MAX_SIDE * MAX_SIDE
 
-_IMAGE_FORMATS = {  # content type -> Pillow format name
-    "image/jpeg": "JPEG",
-    "image/png": "PNG",
-    "image/bmp": "BMP",
-    "image/webp": "WEBP",
+# Content type -> the Pillow plugin class. Constructing the class reads only the header,
+# and skips Image.open's bomb check, which would only warn for sizes we refuse anyway.
+_IMAGE_FORMATS: dict[str, type[ImageFile.ImageFile]] = {
+    "image/jpeg": JpegImagePlugin.JpegImageFile,
+    "image/png": PngImagePlugin.PngImageFile,
+    "image/bmp": BmpImagePlugin.BmpImageFile,
+    "image/webp": WebPImagePlugin.WebPImageFile,
 }
 _AUDIO_FORMATS = {  # content type -> (our format name, FFmpeg demuxer name)
     "audio/wav": ("wav", "wav"),
@@ -110,17 +120,18 @@ def probe_image(data: bytes, *, param: str, max_bytes: int = 20 * 1024 * 1024) -
     content_type = sniff_content_type(data)
     if content_type not in _IMAGE_FORMATS:
         raise MediaError("the image is not a JPEG, PNG, BMP or WEBP file", param=param)
-    image_format = _IMAGE_FORMATS[content_type]
+    plugin = _IMAGE_FORMATS[content_type]
+    image_format = content_type.removeprefix("image/")
     try:
-        with Image.open(io.BytesIO(data), formats=[image_format]) as image:
+        with plugin(io.BytesIO(data)) as image:
             # 2. Dimensions from the header, before any pixel is decoded.
             width, height = _displayed_size(image)
             _check_dimensions(width, height, param)
             # 3. Decode everything once: a truncated or corrupt file fails here.
             image.load()
-    except (Image.DecompressionBombError, UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise MediaError(f"the image could not be decoded as {image_format}", param=param) from exc
-    return ImageInfo(image_format.lower(), content_type, width, height)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise MediaError(f"the image is not a valid {image_format} file", param=param) from exc
+    return ImageInfo(image_format, content_type, width, height)
 
 
 def _displayed_size(image: Image.Image) -> tuple[int, int]:
