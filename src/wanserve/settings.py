@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     max_audio_bytes: int = 15 * 1024 * 1024
     fetch_connect_timeout: float = 5.0
     fetch_timeout: float = 30.0
-    max_json_body: int = 1024 * 1024
+    max_json_body: int = 64 * 1024 * 1024  # data: URLs of 20 MB images fit
     max_multipart_body: int = 64 * 1024 * 1024
 
     encoder_preset: str = "veryfast"

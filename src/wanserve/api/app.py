@@ -1,0 +1,92 @@
+"""`create_app`: the FastAPI application, wired from settings or from parts a test passes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from wanserve import __version__
+from wanserve.api.auth import KeyCheck
+from wanserve.api.errors import install_error_handlers
+from wanserve.api.limits import BodyLimit
+from wanserve.api.routes import system, videos
+from wanserve.api.services import Services
+from wanserve.engines.registry import EngineRegistry
+from wanserve.jobs.intake import Intake
+from wanserve.jobs.pool import WorkerPool
+from wanserve.jobs.runtime import open_store
+from wanserve.jobs.store import JobStore
+from wanserve.media.fetch import MediaFetcher
+from wanserve.settings import Settings
+from wanserve.storage import open_storage
+from wanserve.storage.base import Storage
+
+logger = logging.getLogger(__name__)
+
+
+def _announce(settings: Settings, registry: EngineRegistry, keys: KeyCheck) -> None:
+    for name, route in sorted(registry.routes.items()):
+        logger.info("model %s -> engine %s", name, route.engine)
+    if not settings.models and settings.engine == "keyframe":
+        logger.info("no engine configured: wan2.7-i2v uses the embedded CPU keyframe engine")
+    if keys.open:
+        logger.warning("no WANSERVE_API_KEYS set: the API is open to anyone who can reach it")
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: JobStore | None = None,
+    storage: Storage | None = None,
+    fetcher: MediaFetcher | None = None,
+    registry: EngineRegistry | None = None,
+    workers: int | None = None,
+) -> FastAPI:
+    """The app; `workers` processes (default `settings.workers`) run jobs while it serves."""
+    settings = settings or Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = store or open_store(settings)
+    storage = storage or open_storage(settings.resolved_storage_url)
+    registry = registry or EngineRegistry(settings)
+    fetcher = fetcher or MediaFetcher.from_settings(settings)
+    keys = KeyCheck(settings.api_keys)
+    worker_count = settings.workers if workers is None else workers
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        _announce(settings, registry, keys)
+        pool = WorkerPool(settings, worker_count) if worker_count else None
+        if pool:
+            pool.start()
+        app.state.worker_pool = pool
+        try:
+            yield
+        finally:
+            if pool:
+                pool.stop()
+
+    app = FastAPI(
+        title="wanserve",
+        version=__version__,
+        description="First frame + last frame (+ driving audio) to video, "
+        "behind OpenAI- and DashScope-compatible asynchronous video APIs.",
+        lifespan=lifespan,
+    )
+    app.state.services = Services(
+        settings=settings,
+        store=store,
+        storage=storage,
+        registry=registry,
+        intake=Intake(settings, store, storage, registry, fetcher),
+        keys=keys,
+    )
+    install_error_handlers(app)
+    app.include_router(videos.router)
+    app.include_router(system.router)
+    app.add_middleware(
+        BodyLimit, json_limit=settings.max_json_body, multipart_limit=settings.max_multipart_body
+    )
+    return app

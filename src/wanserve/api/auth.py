@@ -1,0 +1,46 @@
+"""Bearer API keys; each job belongs to the key that made it."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from fastapi import Request
+
+from wanserve.errors import Unauthorized
+
+OPEN_OWNER = "public"
+
+
+def owner_of(key: str) -> str:
+    """A stable, non-reversible owner id for an API key (keys are never stored)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+class KeyCheck:
+    """Resolves the caller of a request to an owner id, or refuses it."""
+
+    def __init__(self, keys: list[str]):
+        self._owners = {owner_of(k): k for k in keys}
+
+    @property
+    def open(self) -> bool:
+        """No keys configured: everyone is the one public owner."""
+        return not self._owners
+
+    def __call__(self, request: Request) -> str:
+        """The owner id for this request's Bearer token."""
+        if self.open:
+            return OPEN_OWNER
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized(
+                "You didn't provide an API key. Use 'Authorization: Bearer YOUR_KEY'."
+            )
+        owner = owner_of(token)
+        expected = self._owners.get(owner)
+        if expected is None or not hmac.compare_digest(expected, token):
+            raise Unauthorized("Incorrect API key provided.")
+        return owner

@@ -1,0 +1,113 @@
+"""Reading a create request from JSON or from the openai SDK's multipart form."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from fastapi import Request
+from starlette.datastructures import UploadFile
+
+from wanserve.api.schemas import MEDIA_TYPES, CreateVideoBody
+from wanserve.errors import InvalidRequest
+from wanserve.jobs.intake import CreateRequest, MediaSource
+
+# `media[][type]` (the openai SDK's "brackets" arrays) or `media[0][type]`.
+_MEDIA_FIELD = re.compile(r"^media\[(\d*)\]\[(type|url)\]$")
+# File parts that upload a media input directly; `input_reference` is OpenAI's first frame.
+FILE_PARTS = {"input_reference": "first_frame", **{t: t for t in MEDIA_TYPES}}
+MAX_JSON_DEPTH = 32
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    if level > MAX_JSON_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
+def parse_json_body(raw: bytes) -> dict[str, Any]:
+    """The JSON object of a request body, or a 400 saying what is wrong with it."""
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise InvalidRequest("The request body is not valid JSON.", code="invalid_json") from exc
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    if _depth(body) > MAX_JSON_DEPTH:
+        raise InvalidRequest("The request body is nested too deeply.", code="invalid_json")
+    return body
+
+
+def _media_from_form(fields: list[tuple[str, str]]) -> list[dict[str, str]] | None:
+    appended: list[dict[str, str]] = []
+    indexed: dict[int, dict[str, str]] = {}
+    for name, value in fields:
+        match = _MEDIA_FIELD.match(name)
+        if not match:
+            continue
+        index, key = match.groups()
+        if index:
+            indexed.setdefault(int(index), {})[key] = value
+            continue
+        # Brackets arrays repeat the fields of each item in order: start a new item
+        # whenever the field we are about to set is already set on the last one.
+        if not appended or key in appended[-1]:
+            appended.append({})
+        appended[-1][key] = value
+    if not appended and not indexed:
+        return None
+    return appended + [indexed[i] for i in sorted(indexed)]
+
+
+async def read_form(
+    request: Request, max_part_size: int
+) -> tuple[dict[str, Any], list[MediaSource]]:
+    """Scalar fields and uploaded media of a multipart (or url-encoded) create request."""
+    try:
+        form = await request.form(max_files=8, max_fields=64, max_part_size=max_part_size)
+    except Exception as exc:  # python-multipart raises several unrelated types
+        raise InvalidRequest(
+            f"The multipart body could not be parsed: {exc}", code="invalid_multipart"
+        ) from exc
+    fields: list[tuple[str, str]] = []
+    uploads: list[MediaSource] = []
+    for name, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            media_type = FILE_PARTS.get(name)
+            if media_type is None:
+                raise InvalidRequest(f"Unexpected file part '{name}'.", param=name)
+            uploads.append(MediaSource(type=media_type, param=name, data=await value.read()))
+        else:
+            fields.append((name, value))
+    body: dict[str, Any] = {n: v for n, v in fields if not n.startswith("media[")}
+    media = _media_from_form(fields)
+    if media is not None:
+        body["media"] = media
+    elif uploads:
+        body["media"] = []
+    return body, uploads
+
+
+def create_request_from(body: dict[str, Any], uploads: list[MediaSource]) -> CreateRequest:
+    """Validate a parsed body (pydantic errors become 400s naming the field)."""
+    model = CreateVideoBody.model_validate(body)
+    sources = [
+        MediaSource(type=item.type, param=f"media[{i}].url", url=item.url)
+        for i, item in enumerate(model.media)
+    ]
+    return CreateRequest(
+        model=model.model,
+        media=sources + uploads,
+        prompt=model.prompt or "",
+        negative_prompt=model.negative_prompt or "",
+        size=model.size,
+        seconds=model.seconds,
+        prompt_extend=model.prompt_extend,
+        watermark=model.watermark,
+        seed=model.seed,
+    )

@@ -1,0 +1,231 @@
+"""OpenAI-compatible `/v1/videos` routes."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Annotated, Any, Literal
+
+from anyio import to_thread
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import FileResponse, RedirectResponse
+
+from wanserve.api.forms import create_request_from, parse_json_body, read_form
+from wanserve.api.schemas import CreateVideoBody, RemixBody, VideoDeleted, VideoList, VideoObject
+from wanserve.api.services import Services, caller, services
+from wanserve.api.views import base_url, video_object
+from wanserve.errors import Conflict, InvalidRequest, NotFound
+from wanserve.jobs.model import ErrorCode, Job, JobStatus
+from wanserve.jobs.worker import OUTPUT_FILES, job_prefix, output_key
+
+router = APIRouter(prefix="/v1", tags=["videos"])
+
+Owner = Annotated[str, Depends(caller)]
+Svc = Annotated[Services, Depends(services)]
+
+CREATE_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/CreateVideoBody"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "description": "The openai SDK's form: scalar fields as strings, "
+                    "media as repeated media[][type] / media[][url], or file parts "
+                    "input_reference / first_frame / last_frame / driving_audio.",
+                    "properties": {
+                        "model": {"type": "string"},
+                        "prompt": {"type": "string"},
+                        "size": {"type": "string"},
+                        "seconds": {"type": "string"},
+                        "input_reference": {"type": "string", "format": "binary"},
+                        "first_frame": {"type": "string", "format": "binary"},
+                        "last_frame": {"type": "string", "format": "binary"},
+                        "driving_audio": {"type": "string", "format": "binary"},
+                    },
+                    "required": ["model"],
+                }
+            },
+        },
+    }
+}
+
+
+def _job_or_404(svc: Services, video_id: str, owner: str) -> Job:
+    job = svc.store.get(video_id, owner)
+    if job is None:
+        raise NotFound(
+            f"No video found with id '{video_id}'.", code="video_not_found", param="video_id"
+        )
+    return job
+
+
+def _answer(request: Request, response: Response, svc: Services, job: Job) -> VideoObject:
+    if not job.status.is_finished:
+        response.headers["openai-poll-after-ms"] = str(svc.settings.poll_after_ms)
+    return video_object(job, base_url(request, svc.settings), svc.storage, svc.settings.retention)
+
+
+@router.post(
+    "/videos",
+    response_model=VideoObject,
+    openapi_extra=CREATE_BODY_DOC,
+    summary="Create a video from a first frame, a last frame and an optional driving audio",
+)
+async def create_video(
+    request: Request,
+    response: Response,
+    svc: Svc,
+    owner: Owner,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> VideoObject:
+    """Validate, fetch and store the media, and queue the job."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        body, uploads = await read_form(request, svc.settings.max_multipart_body)
+    elif content_type in ("application/json", ""):
+        body, uploads = parse_json_body(await request.body()), []
+    else:
+        raise InvalidRequest(
+            f"Unsupported Content-Type '{content_type}': "
+            "send application/json or multipart/form-data.",
+            code="unsupported_content_type",
+        )
+    create = create_request_from(body, uploads)
+    job = await svc.intake.submit(create, owner, idempotency_key=idempotency_key)
+    return _answer(request, response, svc, job)
+
+
+@router.get("/videos/{video_id}", response_model=VideoObject)
+def retrieve_video(
+    video_id: str, request: Request, response: Response, svc: Svc, owner: Owner
+) -> VideoObject:
+    """The video object."""
+    return _answer(request, response, svc, _job_or_404(svc, video_id, owner))
+
+
+@router.get("/videos", response_model=VideoList)
+def list_videos(
+    request: Request,
+    svc: Svc,
+    owner: Owner,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: str | None = None,
+    order: Literal["asc", "desc"] = "desc",
+) -> VideoList:
+    """The caller's videos, newest first by default, with cursor pagination."""
+    jobs, has_more = svc.store.list(owner, limit=limit, after=after, order=order)
+    root = base_url(request, svc.settings)
+    data = [video_object(j, root, svc.storage, svc.settings.retention) for j in jobs]
+    return VideoList(
+        data=data,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+        has_more=has_more,
+    )
+
+
+@router.get(
+    "/videos/{video_id}/content",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"video/mp4": {}, "image/webp": {}, "image/jpeg": {}},
+            "description": "The video (HTTP Range supported), thumbnail or spritesheet.",
+        }
+    },
+)
+def download_content(
+    video_id: str,
+    svc: Svc,
+    owner: Owner,
+    variant: Literal["video", "thumbnail", "spritesheet"] = "video",
+) -> Response:
+    """The finished video, its thumbnail or its spritesheet."""
+    job = _job_or_404(svc, video_id, owner)
+    if job.status is not JobStatus.COMPLETED:
+        raise InvalidRequest(
+            f"Video '{video_id}' is not ready: its status is {job.status.value}.",
+            code="video_not_ready",
+        )
+    if not job.result:
+        raise NotFound(f"The files of video '{video_id}' have expired.", code="video_expired")
+    key = output_key(job.id, variant)
+    filename, media_type = OUTPUT_FILES[variant]
+    path = svc.storage.local_path(key)
+    if path is not None:
+        if not path.exists():
+            raise NotFound(f"The files of video '{video_id}' are gone.", code="video_expired")
+        return FileResponse(path, media_type=media_type, filename=f"{video_id}-{filename}")
+    presigned = svc.storage.presigned_url(key, 3600)
+    if presigned is None:
+        raise NotFound(f"The files of video '{video_id}' are gone.", code="video_expired")
+    return RedirectResponse(presigned, status_code=307)
+
+
+@router.post("/videos/{video_id}/remix", response_model=VideoObject)
+async def remix_video(
+    video_id: str, body: RemixBody, request: Request, response: Response, svc: Svc, owner: Owner
+) -> VideoObject:
+    """A new job with the source's media, seed and settings and a new prompt."""
+    source = _job_or_404(svc, video_id, owner)
+    if source.status is not JobStatus.COMPLETED:
+        raise InvalidRequest(
+            f"Video '{video_id}' must be completed before it can be remixed.",
+            code="video_not_ready",
+        )
+    job = await to_thread.run_sync(svc.intake.remix, source, body.prompt)
+    return _answer(request, response, svc, job)
+
+
+def cancel_job(svc: Services, job: Job) -> Job:
+    """Cancel an unfinished job; a finished one is a 400 `video_already_finished`."""
+    if job.status.is_finished:
+        raise Conflict(
+            f"Video '{job.id}' already finished ({job.status.value}).",
+            code="video_already_finished",
+        )
+    try:
+        return svc.store.transition(
+            job.id,
+            JobStatus.CANCELLED,
+            error_code=ErrorCode.CANCELLED.value,
+            error_message="The job was cancelled.",
+            completed_at=time.time(),
+        )
+    except Conflict:
+        current = svc.store.get(job.id)
+        if current is None:
+            raise NotFound(f"No video found with id '{job.id}'.", code="video_not_found") from None
+        if current.status.is_finished:
+            raise Conflict(
+                f"Video '{job.id}' already finished ({current.status.value}).",
+                code="video_already_finished",
+            ) from None
+        raise
+
+
+@router.post("/videos/{video_id}/cancel", response_model=VideoObject)
+def cancel_video(
+    video_id: str, request: Request, response: Response, svc: Svc, owner: Owner
+) -> VideoObject:
+    """Cancel a queued or running job: it ends `failed` with code `cancelled`."""
+    job = cancel_job(svc, _job_or_404(svc, video_id, owner))
+    return _answer(request, response, svc, job)
+
+
+@router.delete("/videos/{video_id}", response_model=VideoDeleted)
+def delete_video(video_id: str, svc: Svc, owner: Owner) -> VideoDeleted:
+    """Cancel the job if unfinished, then delete its record and files."""
+    job = _job_or_404(svc, video_id, owner)
+    if not job.status.is_finished:
+        # If it finished meanwhile, deleting is still what was asked.
+        with contextlib.suppress(Conflict):
+            cancel_job(svc, job)
+    svc.store.delete(job.id)
+    svc.storage.delete_prefix(job_prefix(job.id))
+    return VideoDeleted(id=job.id)
+
+
+__all__ = ["CreateVideoBody", "cancel_job", "router"]

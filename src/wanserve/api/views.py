@@ -1,0 +1,57 @@
+"""Building wire objects from job records (the record itself never leaves the server)."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from wanserve.api.schemas import VideoError, VideoObject
+from wanserve.jobs.model import Job, JobStatus
+from wanserve.jobs.worker import output_key
+from wanserve.settings import Settings
+from wanserve.storage.base import Storage
+
+WIRE_STATUS = {JobStatus.CANCELLED: "failed"}
+
+
+def base_url(request: Request, settings: Settings) -> str:
+    """Where clients reach us: the configured public URL, else this request's own base."""
+    return (settings.public_url or str(request.base_url)).rstrip("/")
+
+
+def video_url(job: Job, root: str, storage: Storage, retention: float) -> str | None:
+    """The absolute URL of a completed job's video, presigned when storage offers it."""
+    if job.status is not JobStatus.COMPLETED or not job.result:
+        return None
+    presigned = storage.presigned_url(output_key(job.id, "video"), int(retention))
+    return presigned or f"{root}/v1/videos/{job.id}/content"
+
+
+def video_object(job: Job, root: str, storage: Storage, retention: float) -> VideoObject:
+    """The OpenAI-compatible video object of a job."""
+    error = None
+    if job.status is JobStatus.CANCELLED:
+        error = VideoError(code="cancelled", message=job.error_message or "The job was cancelled.")
+    elif job.error_code:
+        error = VideoError(code=job.error_code, message=job.error_message or job.error_code)
+    result = job.result
+    return VideoObject(
+        id=job.id,
+        task_id=job.id,
+        model=job.model,
+        status=WIRE_STATUS.get(job.status, job.status.value),  # type: ignore[arg-type]
+        progress=job.progress,
+        created_at=int(job.created_at),
+        completed_at=int(job.completed_at) if job.completed_at else None,
+        expires_at=int(job.expires_at) if job.expires_at else None,
+        error=error,
+        prompt=job.spec.prompt or None,
+        seconds=str(job.spec.seconds),
+        size=job.spec.size,
+        seed=job.spec.seed,
+        engine=job.engine,
+        remixed_from_video_id=job.remixed_from,
+        video_url=video_url(job, root, storage, retention),
+        fps=result.get("fps"),
+        width=result.get("width"),
+        height=result.get("height"),
+    )

@@ -1,0 +1,223 @@
+"""The `wanserve` command: `serve`, `worker` and `generate`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from wanserve.logs import configure_logging
+from wanserve.settings import Settings
+
+logger = logging.getLogger("wanserve")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {
+        name: getattr(args, name)
+        for name in ("data_dir", "database_url", "storage_url", "engine", "workers")
+        if getattr(args, name, None) is not None
+    }
+    return Settings(**overrides)
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the API (and its in-process workers) under uvicorn."""
+    import uvicorn
+
+    from wanserve.api.app import create_app
+
+    settings = _settings(args)
+    app = create_app(settings)
+    logger.info(
+        "serving on http://%s:%d (data in %s)", args.host, args.port, settings.data_dir.resolve()
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, proxy_headers=True)
+    return 0
+
+
+def worker(args: argparse.Namespace) -> int:
+    """Run one worker loop against the configured database and storage."""
+    from wanserve.jobs.runtime import build_worker
+
+    runner = build_worker(_settings(args))
+    signal.signal(signal.SIGTERM, lambda *_: runner.stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: runner.stopping.set())
+    try:
+        runner.run()
+    finally:
+        runner.registry.close()
+    return 0
+
+
+class _LocalContext:
+    """An engine context for one video made outside any job store."""
+
+    def __init__(self, work_dir: Path, bar: Any):
+        self.work_dir = work_dir
+        self._bar = bar
+        self._state: dict[str, Any] = {}
+
+    def report_progress(self, fraction: float) -> None:
+        self._bar.n = max(self._bar.n, min(100, int(fraction * 100)))
+        self._bar.refresh()
+
+    def raise_if_cancelled(self) -> None:
+        """Ctrl-C is the only way to cancel here, and it raises by itself."""
+
+    @property
+    def state(self) -> Mapping[str, Any]:
+        return self._state
+
+    def save_state(self, state: Mapping[str, Any]) -> None:
+        self._state = dict(state)
+
+
+def _media_input(path: str, kind: str) -> Any:
+    from wanserve.engines.base import MediaInput
+    from wanserve.media.probe import probe_audio, probe_image
+
+    data = Path(path).read_bytes()
+    info = probe_audio(data, param=kind) if kind == "audio" else probe_image(data, param=kind)
+    return MediaInput(path=Path(path).resolve(), content_type=info.content_type), info
+
+
+def generate(args: argparse.Namespace) -> int:
+    """Make one video from local files, with a progress bar."""
+    import secrets
+
+    from tqdm import tqdm
+
+    from wanserve.api.schemas import CreateVideoBody
+    from wanserve.engines.base import FrameStream, GenerationRequest
+    from wanserve.engines.registry import EngineRegistry
+    from wanserve.jobs.intake import output_size
+    from wanserve.render.pipeline import render_frame_stream, render_video_file
+
+    settings = _settings(args)
+    size = CreateVideoBody.model_validate(
+        {"model": args.model, "media": [], "size": args.size, "seconds": args.seconds}
+    ).size
+    first, first_info = _media_input(args.first, "first")
+    last, _ = _media_input(args.last, "last")
+    audio = _media_input(args.audio, "audio")[0] if args.audio else None
+    width, height = output_size(size, first_info.width, first_info.height)
+    request = GenerationRequest(
+        job_id="cli",
+        model=args.model,
+        prompt=args.prompt or "",
+        negative_prompt=args.negative_prompt or "",
+        first_frame=first,
+        last_frame=last,
+        driving_audio=audio,
+        width=width,
+        height=height,
+        seconds=args.seconds,
+        seed=args.seed if args.seed is not None else secrets.randbelow(2**31),
+        watermark=args.watermark,
+        size_label=size,
+    )
+    registry = EngineRegistry(settings)
+    work_dir = Path(tempfile.mkdtemp(prefix="wanserve-cli-"))
+    try:
+        with tqdm(total=100, unit="%", desc="generating", disable=args.quiet) as bar:
+            context = _LocalContext(work_dir, bar)
+            output = registry.engine_for(args.model).generate(request, context)
+            out_dir = work_dir / "output"
+            out_dir.mkdir()
+            if isinstance(output, FrameStream):
+                stream = output
+
+                def on_frame(index: int) -> None:
+                    done = (index + 1) / max(1, stream.frame_count)
+                    context.report_progress(
+                        stream.progress_start + (1 - stream.progress_start) * done
+                    )
+
+                rendered = render_frame_stream(
+                    stream,
+                    out_dir=out_dir,
+                    audio_path=audio.path if audio else None,
+                    watermark=args.watermark,
+                    duration=float(args.seconds),
+                    preset=settings.encoder_preset,
+                    on_frame=on_frame,
+                )
+            else:
+                rendered = render_video_file(output, out_dir=out_dir)
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(rendered.video_path, args.output)
+    finally:
+        registry.close()
+        shutil.rmtree(work_dir, ignore_errors=True)
+    print(
+        f"{args.output}: {rendered.width}x{rendered.height}, {rendered.duration:.2f} s, "
+        f"{rendered.fps:g} fps, seed {request.seed}{', with audio' if rendered.has_audio else ''}"
+    )
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wanserve", description=__doc__)
+    parser.add_argument("--log-level", default=os.environ.get("WANSERVE_LOG_LEVEL", "INFO"))
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def common(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--data-dir", type=Path, help="WANSERVE_DATA_DIR")
+        sub.add_argument("--database-url", help="WANSERVE_DATABASE_URL")
+        sub.add_argument("--storage-url", help="WANSERVE_STORAGE_URL")
+        sub.add_argument("--engine", help="WANSERVE_ENGINE: engine of wan2.7-i2v")
+
+    run = commands.add_parser("serve", help="run the API with in-process workers")
+    common(run)
+    run.add_argument("--host", default=os.environ.get("WANSERVE_HOST", "127.0.0.1"))
+    run.add_argument("--port", type=int, default=int(os.environ.get("WANSERVE_PORT", "8000")))
+    run.add_argument("--workers", type=int, help="WANSERVE_WORKERS: worker processes (0: API only)")
+    run.set_defaults(func=serve)
+
+    work = commands.add_parser("worker", help="run a worker only")
+    common(work)
+    work.set_defaults(func=worker)
+
+    make = commands.add_parser("generate", help="make one video without a server")
+    common(make)
+    make.add_argument("--first", required=True, help="first frame image")
+    make.add_argument("--last", required=True, help="last frame image")
+    make.add_argument("--audio", help="driving audio")
+    make.add_argument("--prompt")
+    make.add_argument("--negative-prompt")
+    make.add_argument("--seconds", type=int, default=5)
+    make.add_argument("--size", default="1080P")
+    make.add_argument("--seed", type=int)
+    make.add_argument("--model", default="wan2.7-i2v")
+    make.add_argument("--watermark", action="store_true")
+    make.add_argument("--quiet", action="store_true", help="no progress bar")
+    make.add_argument("-o", "--output", required=True)
+    make.set_defaults(func=generate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `wanserve` console script."""
+    args = _parser().parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        return int(args.func(args))
+    except Exception as exc:
+        from wanserve.errors import WanserveError
+
+        if isinstance(exc, WanserveError):
+            print(f"wanserve: {exc.message}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

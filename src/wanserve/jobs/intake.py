@@ -1,0 +1,267 @@
+"""Turning a create request into a stored, queued job: media fetched, checked and kept.
+
+Everything a job needs is in our storage before the client gets its id, so a job never
+depends on a URL that may expire, and a bad input is refused at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import secrets
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from anyio import to_thread
+
+from wanserve.engines.registry import EngineRegistry
+from wanserve.errors import InvalidRequest
+from wanserve.jobs.model import Job, JobSpec, JobStatus, MediaRef
+from wanserve.jobs.store import JobStore
+from wanserve.media.fetch import MediaFetcher
+from wanserve.media.probe import probe_audio, probe_image
+from wanserve.render.geometry import tier_size
+from wanserve.settings import Settings
+from wanserve.storage.base import Storage
+
+logger = logging.getLogger(__name__)
+
+MEDIA_TYPES = ("first_frame", "last_frame", "driving_audio")
+EXTENSIONS = {
+    "image/jpeg": ".jpg",
+    "image/png": ".png",
+    "image/bmp": ".bmp",
+    "image/webp": ".webp",
+    "audio/wav": ".wav",
+    "audio/mpeg": ".mp3",
+    "audio/aac": ".aac",
+    "audio/mp4": ".m4a",
+    "audio/flac": ".flac",
+    "audio/ogg": ".ogg",
+}
+
+
+@dataclass(frozen=True)
+class MediaSource:
+    """One media input as the client gave it: a URL, or uploaded bytes."""
+
+    type: str
+    param: str  # where it came from, for error messages: "media[1].url", "first_frame"
+    url: str | None = None
+    data: bytes | None = None
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """A syntactically valid create request, from either API family."""
+
+    model: str
+    media: list[MediaSource]
+    prompt: str = ""
+    negative_prompt: str = ""
+    size: str = "1080P"
+    seconds: int = 5
+    prompt_extend: bool = True
+    watermark: bool = False
+    seed: int | None = None
+
+    def fingerprint(self) -> str:
+        """A digest of the request, to tell an idempotent retry from a different request."""
+        body = {k: v for k, v in self.__dict__.items() if k != "media"}
+        body["media"] = [
+            [m.type, m.url or hashlib.sha256(m.data or b"").hexdigest()] for m in self.media
+        ]
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def new_job_id() -> str:
+    """A fresh public job id."""
+    return f"video_{uuid.uuid4().hex}"
+
+
+def check_media_set(media: list[MediaSource]) -> None:
+    """First and last frame required, audio optional, each type at most once."""
+    seen: set[str] = set()
+    for item in media:
+        if item.type in seen:
+            raise InvalidRequest(f"media has more than one {item.type}.", param="media")
+        seen.add(item.type)
+    for required in ("first_frame", "last_frame"):
+        if required not in seen:
+            raise InvalidRequest(f"media must include a {required}.", param="media")
+
+
+def output_size(size: str, first_width: int, first_height: int) -> tuple[int, int]:
+    """The video's pixel size: a tier at the first frame's aspect, or `WxH` as given."""
+    if size.upper() in ("720P", "1080P"):
+        return tier_size(first_width, first_height, size)
+    width, height = size.lower().split("x")
+    return int(width), int(height)
+
+
+class Intake:
+    """Validates, stores and enqueues new jobs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: JobStore,
+        storage: Storage,
+        registry: EngineRegistry,
+        fetcher: MediaFetcher,
+    ):
+        self.settings = settings
+        self.store = store
+        self.storage = storage
+        self.registry = registry
+        self.fetcher = fetcher
+
+    async def submit(
+        self,
+        request: CreateRequest,
+        owner: str,
+        *,
+        idempotency_key: str | None = None,
+        source_api: str = "openai",
+    ) -> Job:
+        """Create (or, for a repeated idempotency key, find) the job for `request`."""
+        route = self.registry.route(request.model)
+        fingerprint = request.fingerprint()
+        if idempotency_key:
+            earlier = await to_thread.run_sync(
+                self.store.find_idempotent, owner, idempotency_key, fingerprint
+            )
+            if earlier is not None:
+                return earlier
+        check_media_set(request.media)
+        blobs = await asyncio.gather(*(self._bytes_of(item) for item in request.media))
+        job_id = new_job_id()
+        refs = await to_thread.run_sync(self._check_and_store, job_id, request.media, blobs)
+        first = next(r for r in refs if r.type == "first_frame")
+        assert first.width is not None and first.height is not None
+        width, height = output_size(request.size, first.width, first.height)
+        spec = JobSpec(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            size=request.size,
+            width=width,
+            height=height,
+            seconds=request.seconds,
+            seed=request.seed if request.seed is not None else secrets.randbelow(2**31),
+            prompt_extend=request.prompt_extend,
+            watermark=request.watermark,
+        )
+        job = Job(
+            id=job_id,
+            owner=owner,
+            model=request.model,
+            engine=route.engine,
+            status=JobStatus.QUEUED,
+            spec=spec,
+            media=refs,
+            created_at=time.time(),
+            source_api=source_api,
+        )
+        return await to_thread.run_sync(self._create, job, idempotency_key, fingerprint)
+
+    def _create(self, job: Job, idempotency_key: str | None, fingerprint: str) -> Job:
+        created = self.store.create(
+            job, idempotency=(idempotency_key, fingerprint) if idempotency_key else None
+        )
+        if created.id != job.id:
+            # A concurrent retry with the same key won the race: drop our copy's files.
+            self.storage.delete_prefix(f"jobs/{job.id}/")
+            return created
+        if idempotency_key:
+            self.store.remember_idempotency(job.owner, idempotency_key, fingerprint, job.id)
+        logger.info("job %s: queued (model %s, engine %s)", job.id, job.model, job.engine)
+        return created
+
+    async def _bytes_of(self, item: MediaSource) -> bytes:
+        limit = self._limit(item.type)
+        if item.data is not None:
+            if len(item.data) > limit:
+                raise InvalidRequest(
+                    f"{item.type} is larger than {limit // (1024 * 1024)} MB.",
+                    code="media_too_large",
+                    param=item.param,
+                )
+            return item.data
+        assert item.url is not None
+        return await self.fetcher.fetch(item.url, max_bytes=limit, param=item.param)
+
+    def _limit(self, media_type: str) -> int:
+        if media_type == "driving_audio":
+            return self.settings.max_audio_bytes
+        return self.settings.max_image_bytes
+
+    def _check_and_store(
+        self, job_id: str, media: list[MediaSource], blobs: list[bytes]
+    ) -> list[MediaRef]:
+        refs = []
+        for item, data in zip(media, blobs, strict=True):
+            limit = self._limit(item.type)
+            if item.type == "driving_audio":
+                audio = probe_audio(data, param=item.param, max_bytes=limit)
+                ref = MediaRef(item.type, "", audio.content_type, duration=audio.duration)
+            else:
+                image = probe_image(data, param=item.param, max_bytes=limit)
+                ref = MediaRef(
+                    item.type, "", image.content_type, width=image.width, height=image.height
+                )
+            public_url = (
+                item.url if item.url and item.url.startswith(("http://", "https://")) else None
+            )
+            refs.append(
+                replace(
+                    ref,
+                    key=self._media_key(job_id, item.type, ref.content_type),
+                    source_url=public_url,
+                )
+            )
+        for ref, data in zip(refs, blobs, strict=True):
+            self.storage.put_bytes(ref.key, data, ref.content_type)
+        return refs
+
+    @staticmethod
+    def _media_key(job_id: str, media_type: str, content_type: str) -> str:
+        return f"jobs/{job_id}/media/{media_type}{EXTENSIONS.get(content_type, '.bin')}"
+
+    def remix(self, source: Job, prompt: str) -> Job:
+        """A new queued job with the source's media, seed and settings and a new prompt."""
+        job_id = new_job_id()
+        media = []
+        for ref in source.media:
+            key = self._media_key(job_id, ref.type, ref.content_type)
+            self._copy(ref.key, key, ref.content_type)
+            media.append(replace(ref, key=key))
+        job = Job(
+            id=job_id,
+            owner=source.owner,
+            model=source.model,
+            engine=source.engine,
+            status=JobStatus.QUEUED,
+            spec=replace(source.spec, prompt=prompt),
+            media=media,
+            created_at=time.time(),
+            remixed_from=source.id,
+            source_api=source.source_api,
+        )
+        self.store.create(job)
+        logger.info("job %s: queued as a remix of %s", job.id, source.id)
+        return job
+
+    def _copy(self, source_key: str, target_key: str, content_type: str) -> None:
+        path = self.storage.local_path(source_key)
+        if path is not None:
+            self.storage.put_file(target_key, path, content_type)
+            return
+        with tempfile.TemporaryDirectory() as scratch:
+            local = Path(scratch) / "media"
+            self.storage.download_to(source_key, local)
+            self.storage.put_file(target_key, local, content_type)

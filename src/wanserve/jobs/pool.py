@@ -1,0 +1,84 @@
+"""Worker processes started by `wanserve serve`, restarted if they die."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import threading
+from multiprocessing.context import SpawnProcess
+from typing import Any
+
+from wanserve.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def worker_main(settings_json: str) -> None:
+    """Entry point of one worker process: run the worker loop until SIGTERM."""
+    from wanserve.jobs.runtime import build_worker
+    from wanserve.logs import configure_logging
+
+    configure_logging()
+    worker = build_worker(Settings.model_validate_json(settings_json), migrate=False)
+    signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: worker.stopping.set())
+    try:
+        worker.run()
+    finally:
+        worker.registry.close()
+
+
+class WorkerPool:
+    """A fixed number of worker processes, each replaced when it exits unexpectedly."""
+
+    def __init__(self, settings: Settings, count: int):
+        self.settings = settings
+        self.count = count
+        # Spawn, not fork: the parent runs an event loop and threads that must not be copied.
+        self._context = multiprocessing.get_context("spawn")
+        self._processes: list[SpawnProcess] = []
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def _spawn(self) -> SpawnProcess:
+        process = self._context.Process(
+            target=worker_main, args=(self.settings.model_dump_json(),), name="wanserve-worker"
+        )
+        process.start()
+        logger.info("worker process %s started", process.pid)
+        return process
+
+    def start(self) -> None:
+        """Start the workers and a thread that replaces any that die."""
+        self._processes = [self._spawn() for _ in range(self.count)]
+        self._watcher = threading.Thread(target=self._watch, name="worker-pool", daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(1.0):
+            for index, process in enumerate(self._processes):
+                if not process.is_alive() and not self._stopping.is_set():
+                    logger.error(
+                        "worker process %s exited (%s); restarting", process.pid, process.exitcode
+                    )
+                    self._processes[index] = self._spawn()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask every worker to stop (their jobs go back to the queue), then wait."""
+        self._stopping.set()
+        for process in self._processes:
+            if process.is_alive():
+                process.terminate()
+        for process in self._processes:
+            process.join(timeout)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        if self._watcher is not None:
+            self._watcher.join()
+
+    @property
+    def pids(self) -> list[Any]:
+        """Process ids of the current workers."""
+        return [p.pid for p in self._processes]

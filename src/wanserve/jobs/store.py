@@ -1,0 +1,398 @@
+"""The job store: every read and state change of a job goes through here.
+
+State changes are compare-and-set updates (`... WHERE id = :id AND status = :seen`), so
+two processes racing on one job cannot both win: that is what makes a claim atomic on
+SQLite and PostgreSQL alike, without locks held across the work.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import delete, select, text, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from wanserve.errors import Conflict, InvalidRequest
+from wanserve.jobs.db import IdempotencyRow, JobRow, make_engine, migrate
+from wanserve.jobs.model import Job, JobSpec, JobStatus, MediaRef, check_transition
+
+IDEMPOTENCY_WINDOW = 24 * 3600
+
+
+def _to_job(row: JobRow) -> Job:
+    return Job(
+        id=row.id,
+        owner=row.owner,
+        model=row.model,
+        engine=row.engine,
+        status=JobStatus(row.status),
+        spec=JobSpec.from_dict(row.spec),
+        media=[MediaRef.from_dict(m) for m in row.media],
+        progress=row.progress,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        completed_at=row.completed_at,
+        expires_at=row.expires_at,
+        error_code=row.error_code,
+        error_message=row.error_message,
+        result=dict(row.result or {}),
+        metadata=dict(row.meta or {}),
+        engine_state=dict(row.engine_state or {}),
+        attempts=row.attempts,
+        remixed_from=row.remixed_from,
+        source_api=row.source_api,
+    )
+
+
+class JobStore:
+    """Jobs in a SQL database (SQLite by default, PostgreSQL for several machines)."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str) -> JobStore:
+        """Connect to `url` and bring its schema up to date."""
+        engine = make_engine(url)
+        migrate(engine)
+        return cls(engine)
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    def ping(self) -> None:
+        """Raise if the database cannot be reached (readiness probe)."""
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    # -- creating and reading ------------------------------------------------------
+
+    def create(self, job: Job, *, idempotency: tuple[str, str] | None = None) -> Job:
+        """Insert a new queued job; with `(key, request_hash)`, return the earlier job instead.
+
+        Raises `Conflict` (code `idempotency_key_reused`) when the key was used within
+        the window for a different request.
+        """
+        with self._session() as session:
+            if idempotency is not None:
+                earlier = self._idempotent_job(session, job.owner, *idempotency, now=job.created_at)
+                if earlier is not None:
+                    return earlier
+            session.add(
+                JobRow(
+                    id=job.id,
+                    owner=job.owner,
+                    model=job.model,
+                    engine=job.engine,
+                    source_api=job.source_api,
+                    status=JobStatus.QUEUED.value,
+                    progress=0,
+                    spec=job.spec.to_dict(),
+                    media=[m.to_dict() for m in job.media],
+                    result={},
+                    meta=dict(job.metadata),
+                    engine_state={},
+                    created_at=job.created_at,
+                    attempts=0,
+                    remixed_from=job.remixed_from,
+                )
+            )
+        return job
+
+    def _idempotent_job(
+        self, session: Session, owner: str, key: str, request_hash: str, *, now: float
+    ) -> Job | None:
+        row = session.get(IdempotencyRow, (owner, key))
+        if row is not None and now - row.created_at < IDEMPOTENCY_WINDOW:
+            if row.request_hash != request_hash:
+                raise InvalidRequest(
+                    "This Idempotency-Key was already used with a different request body.",
+                    code="idempotency_key_reused",
+                    param="Idempotency-Key",
+                )
+            earlier = session.get(JobRow, row.job_id)
+            if earlier is not None:
+                return _to_job(earlier)
+        return None
+
+    def remember_idempotency(self, owner: str, key: str, request_hash: str, job_id: str) -> None:
+        """Record that `key` made `job_id` (replacing an expired record)."""
+        with self._session() as session:
+            session.merge(
+                IdempotencyRow(
+                    owner=owner,
+                    key=key,
+                    job_id=job_id,
+                    request_hash=request_hash,
+                    created_at=time.time(),
+                )
+            )
+
+    def find_idempotent(self, owner: str, key: str, request_hash: str) -> Job | None:
+        """The job an unexpired `key` made, or None; raises if the body differs."""
+        with self._session() as session:
+            return self._idempotent_job(session, owner, key, request_hash, now=time.time())
+
+    def get(self, job_id: str, owner: str | None = None) -> Job | None:
+        """The job, or None; with `owner`, other owners' jobs are None too."""
+        with self._session() as session:
+            row = session.get(JobRow, job_id)
+            if row is None or (owner is not None and row.owner != owner):
+                return None
+            return _to_job(row)
+
+    def status_of(self, job_id: str) -> JobStatus | None:
+        """Just the status (None once deleted); cheap enough for frequent cancel checks."""
+        with self.engine.connect() as connection:
+            value = connection.execute(
+                select(JobRow.status).where(JobRow.id == job_id)
+            ).scalar_one_or_none()
+        return JobStatus(value) if value is not None else None
+
+    def list(
+        self,
+        owner: str,
+        *,
+        limit: int = 20,
+        after: str | None = None,
+        order: str = "desc",
+        statuses: list[JobStatus] | None = None,
+        model: str | None = None,
+        created_from: float | None = None,
+        created_to: float | None = None,
+        offset: int = 0,
+    ) -> tuple[list[Job], bool]:
+        """One page of an owner's jobs, and whether more follow.
+
+        `after` is a job id of this owner: the page starts right after it in `order`.
+        """
+        with self._session() as session:
+            query = select(JobRow).where(JobRow.owner == owner)
+            newest_first = order == "desc"
+            if after is not None:
+                anchor = session.get(JobRow, after)
+                if anchor is None or anchor.owner != owner:
+                    raise InvalidRequest(f"No video found with id '{after}'.", param="after")
+                key = (JobRow.created_at, JobRow.id)
+                anchor_key = (anchor.created_at, anchor.id)
+                query = query.where(
+                    _tuple_lt(key, anchor_key) if newest_first else _tuple_lt(anchor_key, key)
+                )
+            if statuses:
+                query = query.where(JobRow.status.in_([s.value for s in statuses]))
+            if model:
+                query = query.where(JobRow.model == model)
+            if created_from is not None:
+                query = query.where(JobRow.created_at >= created_from)
+            if created_to is not None:
+                query = query.where(JobRow.created_at <= created_to)
+            if newest_first:
+                query = query.order_by(JobRow.created_at.desc(), JobRow.id.desc())
+            else:
+                query = query.order_by(JobRow.created_at.asc(), JobRow.id.asc())
+            rows = session.scalars(query.offset(offset).limit(limit + 1)).all()
+            return [_to_job(r) for r in rows[:limit]], len(rows) > limit
+
+    def count_unfinished(self, owner: str) -> int:
+        """How many of an owner's jobs are queued or running."""
+        with self._session() as session:
+            rows = session.scalars(
+                select(JobRow.id).where(
+                    JobRow.owner == owner,
+                    JobRow.status.in_([JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value]),
+                )
+            ).all()
+            return len(rows)
+
+    # -- state changes ---------------------------------------------------------------
+
+    def transition(
+        self,
+        job_id: str,
+        target: JobStatus,
+        *,
+        expect: JobStatus | None = None,
+        worker_id: str | None = None,
+        **fields: Any,
+    ) -> Job:
+        """Move a job to `target` atomically, if the transition table allows it.
+
+        `expect` pins the state the caller saw; without it the current state is read.
+        `worker_id` makes the move only if that worker still holds the job. Raises
+        `IllegalTransition` for a move the table forbids and `Conflict` when the job
+        changed under us (or is gone).
+        """
+        for _ in range(5):
+            current = expect or self.status_of(job_id)
+            if current is None:
+                raise Conflict("the job no longer exists", code="not_found")
+            check_transition(current, target)
+            values = {"status": target.value, **fields}
+            guard = [JobRow.id == job_id, JobRow.status == current.value]
+            if worker_id is not None:
+                guard.append(JobRow.worker_id == worker_id)
+            with self._session() as session:
+                updated = session.execute(update(JobRow).where(*guard).values(**values)).rowcount  # type: ignore[attr-defined]
+            if updated == 1:
+                job = self.get(job_id)
+                assert job is not None
+                return job
+            if expect is not None:
+                break
+        raise Conflict(f"job {job_id} changed state concurrently", code="invalid_state")
+
+    def claim(self, worker_id: str) -> Job | None:
+        """Take the oldest queued job for `worker_id`, or None when there is none."""
+        while True:
+            with self.engine.connect() as connection:
+                job_id = connection.execute(
+                    select(JobRow.id)
+                    .where(JobRow.status == JobStatus.QUEUED.value)
+                    .order_by(JobRow.created_at, JobRow.id)
+                    .limit(1)
+                ).scalar_one_or_none()
+            if job_id is None:
+                return None
+            now = time.time()
+            with self._session() as session:
+                won = session.execute(
+                    update(JobRow)
+                    .where(JobRow.id == job_id, JobRow.status == JobStatus.QUEUED.value)
+                    .values(
+                        status=JobStatus.IN_PROGRESS.value,
+                        worker_id=worker_id,
+                        started_at=now,
+                        heartbeat_at=now,
+                        attempts=JobRow.attempts + 1,
+                    )
+                ).rowcount  # type: ignore[attr-defined]
+            if won == 1:
+                return self.get(job_id)
+            # Another worker took it between our read and our update: look again.
+
+    def heartbeat(self, job_id: str, worker_id: str) -> bool:
+        """Extend a running job's lease; False when the job is no longer ours to run."""
+        with self._session() as session:
+            updated = session.execute(
+                update(JobRow)
+                .where(
+                    JobRow.id == job_id,
+                    JobRow.worker_id == worker_id,
+                    JobRow.status == JobStatus.IN_PROGRESS.value,
+                )
+                .values(heartbeat_at=time.time())
+            ).rowcount  # type: ignore[attr-defined]
+        return bool(updated == 1)
+
+    def set_progress(self, job_id: str, progress: int) -> None:
+        """Raise a running job's progress; never lowers it, never touches finished jobs."""
+        with self._session() as session:
+            session.execute(
+                update(JobRow)
+                .where(
+                    JobRow.id == job_id,
+                    JobRow.status == JobStatus.IN_PROGRESS.value,
+                    JobRow.progress < progress,
+                )
+                .values(progress=progress)
+            )
+
+    def save_engine_state(self, job_id: str, state: dict[str, Any]) -> None:
+        """Persist what an engine needs to resume this job after a restart."""
+        with self._session() as session:
+            session.execute(update(JobRow).where(JobRow.id == job_id).values(engine_state=state))
+
+    def requeue_stale(self, *, lease: float, max_attempts: int) -> tuple[list[str], list[str]]:
+        """Re-queue running jobs whose worker stopped heart-beating; fail those out of tries.
+
+        Returns (requeued ids, failed ids).
+        """
+        cutoff = time.time() - lease
+        with self._session() as session:
+            stale = session.scalars(
+                select(JobRow).where(
+                    JobRow.status == JobStatus.IN_PROGRESS.value, JobRow.heartbeat_at < cutoff
+                )
+            ).all()
+            candidates = [(row.id, row.attempts) for row in stale]
+        requeued, failed = [], []
+        for job_id, attempts in candidates:
+            if attempts >= max_attempts:
+                target, fields = (
+                    JobStatus.FAILED,
+                    {
+                        "error_code": "worker_lost",
+                        "error_message": f"The worker running this job stopped {attempts} times.",
+                        "completed_at": time.time(),
+                    },
+                )
+            else:
+                target, fields = JobStatus.QUEUED, {"worker_id": None}
+            with self._session() as session:
+                moved = session.execute(
+                    update(JobRow)
+                    .where(
+                        JobRow.id == job_id,
+                        JobRow.status == JobStatus.IN_PROGRESS.value,
+                        JobRow.heartbeat_at < cutoff,
+                    )
+                    .values(status=target.value, **fields)
+                ).rowcount  # type: ignore[attr-defined]
+            if moved == 1:
+                (failed if target is JobStatus.FAILED else requeued).append(job_id)
+        return requeued, failed
+
+    def release(self, job_id: str, worker_id: str) -> bool:
+        """Hand a running job back to the queue without counting the attempt (shutdown)."""
+        with self._session() as session:
+            moved = session.execute(
+                update(JobRow)
+                .where(
+                    JobRow.id == job_id,
+                    JobRow.worker_id == worker_id,
+                    JobRow.status == JobStatus.IN_PROGRESS.value,
+                )
+                .values(status=JobStatus.QUEUED.value, worker_id=None, attempts=JobRow.attempts - 1)
+            ).rowcount  # type: ignore[attr-defined]
+        return bool(moved == 1)
+
+    def expired(self, now: float, limit: int = 100) -> list[Job]:
+        """Finished jobs whose files are past their expiry and not yet swept."""
+        with self._session() as session:
+            rows = session.scalars(
+                select(JobRow)
+                .where(
+                    JobRow.expires_at.is_not(None),
+                    JobRow.expires_at <= now,
+                    JobRow.files_deleted_at.is_(None),
+                )
+                .limit(limit)
+            ).all()
+            return [_to_job(r) for r in rows]
+
+    def mark_swept(self, job_id: str) -> None:
+        """Forget an expired job's outputs; the record stays so clients learn it expired."""
+        with self._session() as session:
+            row = session.get(JobRow, job_id)
+            if row is not None:
+                row.result = {}
+                row.files_deleted_at = time.time()
+
+    def delete(self, job_id: str) -> None:
+        """Remove the record for good."""
+        with self._session() as session:
+            session.execute(delete(JobRow).where(JobRow.id == job_id))
+
+
+def _tuple_lt(left: tuple[Any, Any], right: tuple[Any, Any]) -> Any:
+    """(a1, b1) < (a2, b2), spelled out so SQLite and PostgreSQL read it the same."""
+    from sqlalchemy import and_, or_
+
+    return or_(left[0] < right[0], and_(left[0] == right[0], left[1] < right[1]))
