@@ -74,6 +74,12 @@ def test_odd_sides_are_refused(tmp_path: Path) -> None:
         Mp4Writer(tmp_path / "out.mp4", width=321, height=240, fps=24)
 
 
+def test_unknown_preset_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(EngineError, match="preset"):
+        Mp4Writer(tmp_path / "out.mp4", width=320, height=240, fps=24, preset="warp")
+    assert not (tmp_path / "out.mp4").exists()
+
+
 def test_wrong_frame_shape_aborts_and_removes_the_file(tmp_path: Path) -> None:
     path = tmp_path / "out.mp4"
     with (

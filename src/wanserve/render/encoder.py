@@ -18,6 +18,20 @@ AUDIO_RATE = 48_000
 AUDIO_FRAME = 1024  # AAC's frame size: every frame but the last must have exactly this many
 AUDIO_BITRATE = 160_000
 DEFAULT_CRF = 20
+X264_PRESETS = frozenset(
+    [
+        "ultrafast",
+        "superfast",
+        "veryfast",
+        "faster",
+        "fast",
+        "medium",
+        "slow",
+        "slower",
+        "veryslow",
+        "placebo",
+    ]
+)
 
 
 def frame_rate(fps: float) -> Fraction:
@@ -91,6 +105,8 @@ class Mp4Writer:
         preset: str = "veryfast",
         crf: int = DEFAULT_CRF,
     ):
+        if preset not in X264_PRESETS:
+            raise EngineError(f"unknown x264 preset {preset!r} (WANSERVE_ENCODER_PRESET)")
         if width % 2 or height % 2:
             raise EngineError(f"yuv420p needs even sides, got {width}x{height}")
         self.path = path
@@ -99,11 +115,19 @@ class Mp4Writer:
         self.frame_count = 0
         self._audio_written = 0
         self._audio = AudioSource(audio_path) if audio_path is not None else None
-        self._container = av.open(
-            str(path), mode="w", format="mp4", options={"movflags": "+faststart"}
-        )
-        self._video = self._add_video_stream(preset, crf)
-        self._audio_stream = self._add_audio_stream() if self._audio else None
+        try:
+            self._container = av.open(
+                str(path), mode="w", format="mp4", options={"movflags": "+faststart"}
+            )
+        except BaseException:
+            self._close_audio()
+            raise
+        try:
+            self._video = self._add_video_stream(preset, crf)
+            self._audio_stream = self._add_audio_stream() if self._audio else None
+        except BaseException:
+            self.abort()
+            raise
 
     def _add_video_stream(self, preset: str, crf: int) -> av.VideoStream:
         stream = self._container.add_stream(
