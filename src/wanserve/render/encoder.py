@@ -19,7 +19,7 @@ AUDIO_FRAME = 1024  # AAC's frame size: every frame but the last must have exact
 AUDIO_BITRATE = 160_000
 DEFAULT_CRF = 20
 X264_PRESETS = frozenset(
-    [
+    {
         "ultrafast",
         "superfast",
         "veryfast",
@@ -30,7 +30,9 @@ X264_PRESETS = frozenset(
         "slower",
         "veryslow",
         "placebo",
-    ]
+    }
+)
+    + ("medium", "slow", "slower", "veryslow", "placebo")
 )
 
 
