@@ -1,0 +1,235 @@
+"""The diffusers engine on tiny random Wan checkpoints, through the real from_pretrained path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+pytest.importorskip("diffusers")
+import tiny_wan
+import torch
+
+from wanserve.engines.base import GenerationRequest, MediaInput
+from wanserve.engines.diffusers import DiffusersEngine, DiffusersSettings
+from wanserve.errors import EngineError, JobCancelled
+
+TINY = {
+    "steps": 2,
+    "frame_budget": 9,
+    "max_area": 64 * 64,
+    "device": "cpu",
+    "interpolation_width": 64,
+}
+
+
+class Context:
+    """An EngineContext that records progress and can cancel at a given step."""
+
+    def __init__(self, tmp: Path, cancel_at_check: int | None = None):
+        self.work_dir = tmp
+        self.progress: list[float] = []
+        self.checks = 0
+        self.cancel_at_check = cancel_at_check
+
+    def report_progress(self, fraction: float) -> None:
+        self.progress.append(fraction)
+
+    def raise_if_cancelled(self) -> None:
+        self.checks += 1
+        if self.cancel_at_check is not None and self.checks >= self.cancel_at_check:
+            raise JobCancelled()
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def save_state(self, state: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny-wan")
+    return {
+        layout: tiny_wan.build_tiny_pipeline(layout, root / layout) for layout in tiny_wan.LAYOUTS
+    }
+
+
+@pytest.fixture(scope="session")
+def frames_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("frames")
+    rng = np.random.default_rng(0)
+    for name, shape in (("first.png", (80, 96, 3)), ("last.png", (90, 90, 3))):
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(folder / name)
+    return folder
+
+
+def _engine(model: Path, **settings: Any) -> DiffusersEngine:
+    return DiffusersEngine(DiffusersSettings(model=str(model), **(TINY | settings)))
+
+
+@pytest.fixture(scope="module")
+def flf2v(tiny_models: dict[str, Path]) -> DiffusersEngine:
+    return _engine(tiny_models["wan2.1-flf2v"])
+
+
+@pytest.fixture(scope="module")
+def a14b(tiny_models: dict[str, Path]) -> DiffusersEngine:
+    return _engine(tiny_models["wan2.2-a14b"])
+
+
+def _request(frames_dir: Path, **fields: Any) -> GenerationRequest:
+    values: dict[str, Any] = {
+        "job_id": "video_test",
+        "model": "wan-open",
+        "prompt": "a cat walks",
+        "negative_prompt": "",
+        "first_frame": MediaInput(frames_dir / "first.png", "image/png"),
+        "last_frame": MediaInput(frames_dir / "last.png", "image/png"),
+        "driving_audio": None,
+        "width": 64,
+        "height": 64,
+        "seconds": 2,
+        "seed": 7,
+        "prompt_extend": False,
+        "size_label": "64x64",
+    }
+    return GenerationRequest(**(values | fields))
+
+
+@pytest.mark.parametrize("layout", ["wan2.1-flf2v", "wan2.2-a14b"])
+def test_frames_have_output_size_and_duration(
+    layout: str, flf2v: DiffusersEngine, a14b: DiffusersEngine, frames_dir: Path, tmp_path: Path
+) -> None:
+    engine = {"wan2.1-flf2v": flf2v, "wan2.2-a14b": a14b}[layout]
+    stream = engine.generate(_request(frames_dir, width=96, height=64), Context(tmp_path))
+    frames = list(stream.frames)
+    assert stream.fps == 16
+    assert len(frames) == stream.frame_count == 2 * 16 + 1
+    assert {(f.shape, f.dtype) for f in frames} == {((64, 96, 3), np.dtype(np.uint8))}
+    meta = stream.metadata
+    assert meta["layout"] == layout
+    assert (meta["working_size"], meta["num_frames"], meta["retimed"]) == ("64x48", 9, True)
+    assert (meta["steps"], meta["dtype"], meta["seed"]) == (2, "float32", 7)
+    assert meta["actual_prompt"] == "a cat walks"
+    assert "audio_driven" not in meta
+
+
+def test_frames_within_budget_are_not_retimed(
+    tiny_models: dict[str, Path], frames_dir: Path, tmp_path: Path
+) -> None:
+    engine = _engine(tiny_models["wan2.2-a14b"], fps=4)  # 2 s at 4 fps: 9 frames, the budget
+    stream = engine.generate(_request(frames_dir), Context(tmp_path))
+    assert len(list(stream.frames)) == stream.frame_count == 9
+    assert stream.metadata["retimed"] is False
+    assert stream.metadata["guidance_2"] == 3.5
+
+
+def test_progress_rises_with_each_step(
+    tiny_models: dict[str, Path], frames_dir: Path, tmp_path: Path
+) -> None:
+    engine = _engine(tiny_models["wan2.1-flf2v"], steps=3)
+    context = Context(tmp_path)
+    stream = engine.generate(_request(frames_dir), context)
+    assert len(context.progress) == 3
+    assert context.progress == sorted(set(context.progress))
+    assert context.progress[0] > 0 and context.progress[-1] < stream.progress_start < 1
+
+
+def test_cancel_stops_before_decoding(
+    flf2v: DiffusersEngine, frames_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decodes: list[Any] = []
+    decode = flf2v.pipeline.vae.decode
+    monkeypatch.setattr(
+        flf2v.pipeline.vae, "decode", lambda *a, **k: decodes.append(1) or decode(*a, **k)
+    )
+    context = Context(tmp_path, cancel_at_check=2)  # the check after the first step
+    with pytest.raises(JobCancelled):
+        flf2v.generate(_request(frames_dir), context)
+    assert decodes == [] and len(context.progress) == 0
+    stream = flf2v.generate(_request(frames_dir), Context(tmp_path))  # still usable
+    assert len(list(stream.frames)) == 33 and decodes == [1]
+
+
+def test_same_seed_same_frames(flf2v: DiffusersEngine, frames_dir: Path, tmp_path: Path) -> None:
+    def run(seed: int) -> np.ndarray:
+        stream = flf2v.generate(_request(frames_dir, seed=seed), Context(tmp_path))
+        return np.stack(list(stream.frames))
+
+    first = run(3)
+    assert np.array_equal(first, run(3))
+    assert not np.array_equal(first, run(4))
+
+
+def test_ti2v_layout_is_refused(tiny_models: dict[str, Path]) -> None:
+    with pytest.raises(EngineError, match=r"TI2V-5B.*last frame"):
+        _engine(tiny_models["wan2.2-ti2v-5b"])
+
+
+def test_out_of_memory_is_an_engine_error_and_engine_recovers(
+    a14b: DiffusersEngine, frames_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forward = a14b.pipeline.transformer.forward
+    calls: list[int] = []
+
+    def failing_once(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80 GiB")
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(a14b.pipeline.transformer, "forward", failing_once)
+    with pytest.raises(EngineError, match="ran out of memory") as caught:
+        a14b.generate(_request(frames_dir), Context(tmp_path))
+    assert caught.value.code == "engine_error"
+    stream = a14b.generate(_request(frames_dir), Context(tmp_path))
+    assert len(list(stream.frames)) == 33
+
+
+def test_driving_audio_is_reported_as_not_driving(
+    a14b: DiffusersEngine, frames_dir: Path, tmp_path: Path
+) -> None:
+    audio = MediaInput(frames_dir / "speech.wav", "audio/wav")
+    stream = a14b.generate(_request(frames_dir, driving_audio=audio), Context(tmp_path))
+    assert stream.metadata["audio_driven"] is False
+    assert "muxed" in stream.metadata["audio_note"]
+
+
+def test_speech_model_without_pipeline_class_is_refused(tiny_models: dict[str, Path]) -> None:
+    with pytest.raises(EngineError, match="WanSpeechToVideoPipeline"):
+        _engine(tiny_models["wan2.2-a14b"], s2v_model=str(tiny_models["wan2.2-a14b"]))
+
+
+def test_speech_pipeline_plugs_in_by_configuration(
+    tiny_models: dict[str, Path], frames_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import diffusers
+
+    heard: list[str] = []
+
+    class SpeechPipeline(diffusers.WanImageToVideoPipeline):
+        def __call__(self, *args: Any, audio: str, **kwargs: Any) -> Any:
+            heard.append(audio)
+            return super().__call__(*args, **kwargs)
+
+    monkeypatch.setattr(diffusers, "WanSpeechToVideoPipeline", SpeechPipeline, raising=False)
+    model = str(tiny_models["wan2.2-a14b"])
+    engine = _engine(tiny_models["wan2.2-a14b"], s2v_model=model)
+    audio = MediaInput(frames_dir / "speech.wav", "audio/wav")
+    stream = engine.generate(_request(frames_dir, driving_audio=audio), Context(tmp_path))
+    assert heard == [str(audio.path)] and stream.metadata["audio_driven"] is True
+
+
+def test_module_import_does_not_import_torch() -> None:
+    code = "import sys, wanserve.engines.diffusers; assert 'torch' not in sys.modules, 'torch'"
+    subprocess.run([sys.executable, "-c", code], check=True)
