@@ -32,8 +32,6 @@ X264_PRESETS = frozenset(
         "placebo",
     }
 )
-    + ("medium", "slow", "slower", "veryslow", "placebo")
-)
 
 
 def frame_rate(fps: float) -> Fraction:
