@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -19,8 +21,10 @@ import tiny_wan
 import torch
 
 from wanserve.engines.base import GenerationRequest, MediaInput
-from wanserve.engines.diffusers import DiffusersEngine, DiffusersSettings
+from wanserve.engines.diffusers import DiffusersEngine, DiffusersSettings, create_engine
+from wanserve.engines.prompt_extend import PromptExtender, PromptExtendSettings
 from wanserve.errors import EngineError, JobCancelled
+from wanserve.settings import Settings
 
 TINY = {
     "steps": 2,
@@ -233,3 +237,38 @@ def test_speech_pipeline_plugs_in_by_configuration(
 def test_module_import_does_not_import_torch() -> None:
     code = "import sys, wanserve.engines.diffusers; assert 'torch' not in sys.modules, 'torch'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_options_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANSERVE_DIFFUSERS_STEPS", "5")
+    monkeypatch.setenv("WANSERVE_DIFFUSERS_VAE_TILING", "true")
+    settings = DiffusersSettings(**{"steps": 2, "engine": "diffusers"})
+    assert (settings.steps, settings.vae_tiling) == (2, True)
+    assert settings.layout_overrides()["steps"] == 2
+
+
+def test_create_engine_needs_a_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WANSERVE_DIFFUSERS_MODEL", raising=False)
+    with pytest.raises(EngineError, match="WANSERVE_DIFFUSERS_MODEL"):
+        create_engine(Settings(), {})
+
+
+def test_extended_prompt_is_used_and_reported(
+    tiny_models: dict[str, Path], frames_dir: Path, tmp_path: Path
+) -> None:
+    def chat(request: httpx.Request) -> httpx.Response:
+        prompt = json.loads(request.content)["messages"][-1]["content"]
+        return httpx.Response(
+            200, json={"choices": [{"message": {"content": prompt + ", slowly"}}]}
+        )
+
+    settings = PromptExtendSettings(url="http://127.0.0.1:9/v1", model="qwen-plus")
+    extender = PromptExtender(settings, transport=httpx.MockTransport(chat))
+    engine = DiffusersEngine(
+        DiffusersSettings(model=str(tiny_models["wan2.1-flf2v"]), **TINY), extender=extender
+    )
+    extended = engine.generate(_request(frames_dir, prompt_extend=True), Context(tmp_path))
+    assert extended.metadata["actual_prompt"] == "a cat walks, slowly"
+    plain = engine.generate(_request(frames_dir, prompt_extend=False), Context(tmp_path))
+    assert plain.metadata["actual_prompt"] == "a cat walks"
+    engine.close()
