@@ -1,0 +1,153 @@
+"""The embedded CPU engine: motion from the first frame to the last, paced by the audio.
+
+When the two frames show the same scene, the in-betweens come from optical flow
+(`FlowInterpolator`); when they do not, a deliberate transition (slow push-in with an
+eased dissolve) stands in for motion that cannot be inferred. Frames are made one at a
+time as the encoder asks for them, so memory does not grow with the video's length.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from wanserve.engines.base import EngineContext, FrameStream, GenerationRequest
+from wanserve.engines.flow import FlowInterpolator
+from wanserve.engines.pacing import loudness_envelope, paced_times
+from wanserve.errors import EngineError
+from wanserve.render.geometry import center_crop_box
+from wanserve.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+FPS = 24
+PUSH_IN = 0.08  # the fallback's zoom: 8% over the whole video, barely noticed but alive
+DISSOLVE = (0.15, 0.85)  # share of the video over which the fallback cross-dissolves
+_ORIENTATION = 0x0112  # EXIF tag
+
+
+class Motion(Protocol):
+    """Anything that renders the video's frame at time t in [0, 1]."""
+
+    def frame_at(self, t: float) -> np.ndarray:
+        """The frame at time t."""
+
+
+class PushDissolve:
+    """Fallback for unrelated frames: both slowly zoomed, crossed with an eased dissolve."""
+
+    def __init__(self, first: np.ndarray, last: np.ndarray, *, seed: int):
+        self.first, self.last = first, last
+        height, width = first.shape[:2]
+        # The seed picks where the camera pushes in: same seed, same video.
+        rng = random.Random(seed)
+        self._focus = (width * rng.uniform(0.4, 0.6), height * rng.uniform(0.4, 0.6))
+
+    def frame_at(self, t: float) -> np.ndarray:
+        """The frame at time t: first pushing in, last settling from a zoom to rest."""
+        start, end = DISSOLVE
+        u = min(1.0, max(0.0, (t - start) / (end - start)))
+        mix = u * u * (3.0 - 2.0 * u)
+        if mix <= 0.0:
+            return self._zoom(self.first, 1.0 + PUSH_IN * t)
+        if mix >= 1.0:
+            return self._zoom(self.last, 1.0 + PUSH_IN * (1.0 - t))
+        first = self._zoom(self.first, 1.0 + PUSH_IN * t)
+        last = self._zoom(self.last, 1.0 + PUSH_IN * (1.0 - t))
+        return np.asarray(cv2.addWeighted(first, 1.0 - mix, last, mix, 0.0))
+
+    def _zoom(self, image: np.ndarray, scale: float) -> np.ndarray:
+        if scale == 1.0:
+            return image.copy()
+        height, width = image.shape[:2]
+        matrix = cv2.getRotationMatrix2D(self._focus, 0.0, scale)
+        return np.asarray(
+            cv2.warpAffine(
+                image,
+                matrix,
+                (width, height),
+                flags=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_REPLICATE,
+            )
+        )
+
+
+class KeyframeEngine:
+    """Turns a first and a last frame (and optional driving audio) into motion, on the CPU."""
+
+    name = "keyframe"
+
+    def __init__(self, *, work_width: int = 640):
+        self.work_width = work_width
+
+    def generate(self, request: GenerationRequest, context: EngineContext) -> FrameStream:
+        """Set up the motion for `request` and return its frames as a lazy stream."""
+        size = (request.width, request.height)
+        frame_count = request.seconds * FPS
+        # 1. Inputs at the output size.
+        context.raise_if_cancelled()
+        first = load_frame(request.first_frame.path, size, param="first_frame")
+        last = load_frame(request.last_frame.path, size, param="last_frame")
+        context.report_progress(0.01)
+        # 2. Motion: flow when the frames show one scene, otherwise the transition.
+        context.raise_if_cancelled()
+        flow = FlowInterpolator(first, last, work_width=self.work_width)
+        motion: Motion = flow if flow.corresponds else PushDissolve(first, last, seed=request.seed)
+        context.report_progress(0.03)
+        # 3. Timing, paced by the audio when there is some.
+        loudness = None
+        if request.driving_audio is not None:
+            loudness = loudness_envelope(request.driving_audio.path, FPS, frame_count)
+        times = paced_times(frame_count, loudness)
+        metadata = {
+            "interpolation": "flow" if flow.corresponds else "fallback",
+            "flow_consistency": round(flow.consistency, 4),
+            "flow_residual": round(flow.residual, 4),
+            "global_motion": "none" if flow.homography is None else "homography",
+            "audio_paced": loudness is not None,
+            "work_width": self.work_width,
+        }
+        logger.info("job %s: keyframe motion %s", request.job_id, metadata)
+        return FrameStream(
+            fps=FPS,
+            frame_count=frame_count,
+            frames=_frames(motion, times, context),
+            metadata=metadata,
+            progress_start=0.03,
+        )
+
+    def close(self) -> None:
+        """Nothing to release: the engine keeps no models or sessions."""
+
+
+def create_engine(settings: Settings, options: Mapping[str, Any]) -> KeyframeEngine:
+    """The keyframe engine; option `work_width` sets the motion-estimation width (640)."""
+    return KeyframeEngine(work_width=int(options.get("work_width", 640)))
+
+
+def load_frame(path: Path, size: tuple[int, int], *, param: str) -> np.ndarray:
+    """An input image as RGB uint8 at `size`: upright per EXIF, centre-cropped to its aspect."""
+    try:
+        with Image.open(path) as image:
+            # JPEG decodes straight at a reduced scale when it can (sides as stored).
+            turned = image.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8)
+            image.draft("RGB", size[::-1] if turned else size)
+            upright = ImageOps.exif_transpose(image).convert("RGB")
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise EngineError(f"{param} cannot be decoded as an image: {exc}") from exc
+    box = center_crop_box(upright.width, upright.height, *size)
+    resized = upright.resize(size, Image.Resampling.LANCZOS, box=box)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def _frames(motion: Motion, times: np.ndarray, context: EngineContext) -> Iterator[np.ndarray]:
+    for t in times:
+        context.raise_if_cancelled()
+        yield motion.frame_at(float(t))
