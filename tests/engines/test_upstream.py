@@ -187,5 +187,22 @@ def test_poll_gives_up_on_a_task_past_its_timeout(tmp_path):
     assert caught.value.code == "timeout" and cancels == [1]
 
 
+class Stopping(JobCancelled):
+    """Like the worker's own shutdown signal: stop, but the job will run again."""
+
+
+def test_poll_forwards_only_a_plain_cancel(tmp_path):
+    for signal, forwarded in ((JobCancelled, [1]), (Stopping, []), (KeyboardInterrupt, [])):
+        cancels: list[int] = []
+
+        def interrupt(signal=signal) -> None:
+            raise signal("stop")
+
+        ctx = FakeContext(tmp_path, check=interrupt)
+        with pytest.raises(signal):
+            poll([TaskSnapshot("running")], ctx, FAST, cancels)
+        assert cancels == forwarded
+
+
 def test_settings_accept_durations():
     assert UpstreamSettings(timeout="2h", unknown_timeout="90").timeout == 7200

@@ -213,7 +213,7 @@ class UpstreamClient:
             _raise_if_transient(response)
             return response
 
-        return self._retrying(f"{method} {_path(url)}", context, attempt)
+        return self._retrying(f"{self.provider}: {method} {_path(url)}", context, attempt)
 
     def best_effort(self, method: str, url: str, **kwargs: Any) -> bool:
         """Send one request once, never raising; True when the provider accepted it."""
@@ -224,11 +224,7 @@ class UpstreamClient:
             return False
         if not response.is_success:
             logger.warning(
-                "%s: %s %s answered HTTP %d",
-                self.provider,
-                method,
-                _path(url),
-                response.status_code,
+                "%s: %s answered HTTP %d", self.provider, _path(url), response.status_code
             )
         return response.is_success
 
@@ -260,21 +256,19 @@ class UpstreamClient:
             return size
 
         try:
-            return self._retrying(f"GET {_path(url)}", context, attempt)
+            return self._retrying(f"{self.provider}: GET {_path(url)}", context, attempt)
         finally:
             partial.unlink(missing_ok=True)
 
     def _write_capped(self, response: httpx.Response, partial: Path) -> int:
-        limit = self.config.max_download_bytes
-        declared = response.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise _too_large(self.provider, limit)
-        size = 0
+        # Counted while streaming: a Content-Length header may be absent or wrong.
+        limit, size = self.config.max_download_bytes, 0
         with partial.open("wb") as out:
             for chunk in response.iter_bytes(1024 * 1024):
                 size += len(chunk)
                 if size > limit:
-                    raise _too_large(self.provider, limit)
+                    message = f"{self.provider}: the result is larger than {limit} bytes"
+                    raise EngineError(message, code="upstream_error")
                 out.write(chunk)
         return size
 
@@ -285,21 +279,10 @@ class UpstreamClient:
                 return attempt()
             except _Transient as exc:
                 if number == retries:
-                    raise EngineError(
-                        f"{self.provider} unavailable: {label} failed {number + 1} times "
-                        f"(last: {exc.reason})",
-                        code="upstream_error",
-                    ) from exc
+                    message = f"{label} failed {number + 1} times (last: {exc.reason})"
+                    raise EngineError(message, code="upstream_error") from exc
                 delay = self._delay(number, exc.delay)
-                logger.warning(
-                    "%s: %s failed (%s); retry %d/%d in %.2fs",
-                    self.provider,
-                    label,
-                    exc.reason,
-                    number + 1,
-                    retries,
-                    delay,
-                )
+                logger.warning("%s failed (%s); retry in %.2fs", label, exc.reason, delay)
                 pause(context, delay)
         raise AssertionError("unreachable")  # the loop returns or raises
 
@@ -313,12 +296,6 @@ class UpstreamClient:
 def _raise_if_transient(response: httpx.Response) -> None:
     if response.status_code in RETRY_STATUSES:
         raise _Transient(f"HTTP {response.status_code}", retry_after(response.headers))
-
-
-def _too_large(provider: str, limit: int) -> EngineError:
-    return EngineError(
-        f"{provider}: the result is larger than {limit} bytes", code="upstream_error"
-    )
 
 
 def _path(url: str) -> str:
@@ -362,10 +339,12 @@ def poll_until_finished(
             context.report_progress(reported)
             pause(context, delay * random.uniform(0.8, 1.2))
             delay = min(delay * 1.5, config.max_poll_interval)
-    except JobCancelled:
-        # Only a cancel is forwarded: an interrupted worker (any other exception) leaves
-        # the task running so that the next attempt can resume it.
-        cancel()
+    except JobCancelled as exc:
+        # Only a plain cancel is forwarded. A subclass (the worker shutting down, so the
+        # job goes back to the queue) or any other exception leaves the task running for
+        # the next attempt to resume.
+        if type(exc) is JobCancelled:
+            cancel()
         raise
 
 
