@@ -1,4 +1,4 @@
-from conftest import seed_body
+from helpers import seed_body
 
 
 def test_create_returns_queued_video(client, media_server):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import seed_body
+from helpers import seed_body
 
 VALID = [
     ({"size": "720P"}, {"size": "720P"}),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import seed_body
+from helpers import seed_body
 
 TERMINAL = {"completed", "failed"}
 

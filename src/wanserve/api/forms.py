@@ -44,7 +44,9 @@ def parse_json_body(raw: bytes) -> dict[str, Any]:
 
 
 def _media_from_form(fields: list[tuple[str, str]]) -> list[dict[str, str]] | None:
-    appended: list[dict[str, str]] = []
+    # The openai SDK groups repeated keys, sending every media[][type] before every
+    # media[][url]: the i-th type pairs with the i-th url.
+    appended: dict[str, list[str]] = {"type": [], "url": []}
     indexed: dict[int, dict[str, str]] = {}
     for name, value in fields:
         match = _MEDIA_FIELD.match(name)
@@ -53,15 +55,16 @@ def _media_from_form(fields: list[tuple[str, str]]) -> list[dict[str, str]] | No
         index, key = match.groups()
         if index:
             indexed.setdefault(int(index), {})[key] = value
-            continue
-        # Brackets arrays repeat the fields of each item in order: start a new item
-        # whenever the field we are about to set is already set on the last one.
-        if not appended or key in appended[-1]:
-            appended.append({})
-        appended[-1][key] = value
-    if not appended and not indexed:
+        else:
+            appended[key].append(value)
+    count = max(len(appended["type"]), len(appended["url"]))
+    if not count and not indexed:
         return None
-    return appended + [indexed[i] for i in sorted(indexed)]
+    paired = [
+        {key: values[i] for key, values in appended.items() if i < len(values)}
+        for i in range(count)
+    ]
+    return paired + [indexed[i] for i in sorted(indexed)]
 
 
 async def read_form(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 from multiprocessing.context import SpawnProcess
@@ -23,10 +24,20 @@ def worker_main(settings_json: str) -> None:
     worker = build_worker(Settings.model_validate_json(settings_json), migrate=False)
     signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: worker.stopping.set())
+    threading.Thread(target=_stop_with_parent, args=(worker.stopping,), daemon=True).start()
     try:
         worker.run()
     finally:
         worker.registry.close()
+
+
+def _stop_with_parent(stopping: threading.Event) -> None:
+    # A server killed with SIGKILL cannot stop its workers; they notice they were orphaned
+    # and hand their job back instead of running on unsupervised.
+    parent = os.getppid()
+    while not stopping.wait(1.0):
+        if os.getppid() != parent:
+            stopping.set()
 
 
 class WorkerPool:

@@ -1,0 +1,70 @@
+"""The openai SDK's multipart form parses into the same request as JSON."""
+
+from __future__ import annotations
+
+from helpers import seed_body
+
+
+def _form(body: dict, grouped: bool) -> list[tuple[str, str]]:
+    fields = [(k, str(v)) for k, v in body.items() if k != "media"]
+    media = body["media"]
+    if grouped:  # what the SDK sends: all types, then all urls
+        fields += [("media[][type]", m["type"]) for m in media]
+        fields += [("media[][url]", m["url"]) for m in media]
+    else:
+        for m in media:
+            fields += [("media[][type]", m["type"]), ("media[][url]", m["url"])]
+    return fields
+
+
+def test_grouped_and_interleaved_forms_match_json(client, media_server):
+    body = seed_body(media_server, audio=True, seed=5, watermark="true", prompt_extend="false")
+    for grouped in (True, False):
+        response = client.post(
+            "/v1/videos",
+            files=[(k, (None, v)) for k, v in _form(body, grouped)],
+        )
+        assert response.status_code == 200, response.text
+        video = response.json()
+        assert video["seed"] == 5 and video["seconds"] == "2" and video["size"] == "720P"
+
+
+def test_indexed_media_fields(client, media_server):
+    media = seed_body(media_server)["media"]
+    fields = [("model", "wan2.7-i2v"), ("seconds", "2")]
+    for i, m in enumerate(media):
+        fields += [(f"media[{i}][url]", m["url"]), (f"media[{i}][type]", m["type"])]
+    response = client.post("/v1/videos", files=[(k, (None, v)) for k, v in fields])
+    assert response.status_code == 200, response.text
+
+
+def test_file_parts_upload_media(client, media_dir):
+    files = [
+        ("model", (None, "wan2.7-i2v")),
+        ("input_reference", ("a.png", (media_dir / "wide-first.png").read_bytes(), "image/png")),
+        ("last_frame", ("b.bin", (media_dir / "wide-last.png").read_bytes(), "text/plain")),
+        ("driving_audio", ("c.wav", (media_dir / "audio.wav").read_bytes(), "audio/wav")),
+    ]
+    response = client.post("/v1/videos", files=files)
+    assert response.status_code == 200, response.text
+
+
+def test_bad_upload_names_the_part(client, media_dir):
+    files = [
+        ("model", (None, "wan2.7-i2v")),
+        ("first_frame", ("a.png", b"not an image at all", "image/png")),
+        ("last_frame", ("b.png", (media_dir / "wide-last.png").read_bytes(), "image/png")),
+    ]
+    response = client.post("/v1/videos", files=files)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "first_frame"
+
+
+def test_malformed_multipart_is_400(client):
+    response = client.post(
+        "/v1/videos",
+        content=b"--xyz\r\nContent-Disposition: form-data\r\n\r\nbroken",
+        headers={"content-type": "multipart/form-data; boundary=xyz"},
+    )
+    assert response.status_code == 400
+    assert "error" in response.json()

@@ -1,0 +1,71 @@
+"""Test helpers shared by every test folder: test media and the seed's request body."""
+
+from __future__ import annotations
+
+import io
+
+import av
+import numpy as np
+from PIL import Image, ImageDraw
+
+
+def scene(width: int, height: int, shift: int) -> Image.Image:
+    """A textured test picture with a square that moves by `shift` pixels."""
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack(
+        [
+            (x * 255 // max(1, width - 1)),
+            (y * 255 // max(1, height - 1)),
+            ((x // 16 + y // 16) % 2) * 80 + 60,
+        ],
+        axis=-1,
+    ).astype(np.uint8)
+    image = Image.fromarray(base)
+    draw = ImageDraw.Draw(image)
+    side = height // 4
+    left = width // 8 + shift
+    draw.rectangle([left, height // 3, left + side, height // 3 + side], fill=(250, 240, 20))
+    return image
+
+
+def png_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
+    """Encode a Pillow image."""
+    out = io.BytesIO()
+    image.save(out, format=fmt)
+    return out.getvalue()
+
+
+def wav_bytes(seconds: float, rate: int = 16000, freq: float = 440.0) -> bytes:
+    """A mono sine-wave WAV made with PyAV."""
+    out = io.BytesIO()
+    samples = (
+        np.sin(2 * np.pi * freq * np.arange(int(seconds * rate)) / rate) * 0.4 * 32767
+    ).astype(np.int16)
+    with av.open(out, "w", format="wav") as container:
+        stream = container.add_stream("pcm_s16le", rate=rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(samples[None, :], format="s16", layout="mono")
+        frame.sample_rate = rate
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return out.getvalue()
+
+
+def seed_body(base: str, *, audio: bool = False, **fields: object) -> dict[str, object]:
+    """The seed's request body, with media URLs on the local media server."""
+    media = [
+        {"type": "first_frame", "url": f"{base}/wide-first.png"},
+        {"type": "last_frame", "url": f"{base}/wide-last.png"},
+    ]
+    if audio:
+        media.append({"type": "driving_audio", "url": f"{base}/audio.wav"})
+    body: dict[str, object] = {
+        "model": "wan2.7-i2v",
+        "prompt": "A cat walks from one end of the hallway to the other.",
+        "media": media,
+        "seconds": "2",
+        "size": "720P",
+    }
+    body.update(fields)
+    return body
