@@ -12,3 +12,5 @@ def configure_logging(level: str | None = None) -> None:
         level=(level or os.environ.get("WANSERVE_LOG_LEVEL", "INFO")).upper(),
         format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
     )
+    # httpx logs every request URL at INFO, and provider result URLs carry signatures.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -38,6 +38,14 @@ class WorkerStopping(JobCancelled):
     """The worker process is shutting down; its job goes back to the queue."""
 
 
+class JobLost(JobCancelled):
+    """The job is no longer ours: cancelled, deleted, or re-queued after a missed lease.
+
+    Distinct from a plain `JobCancelled` so an upstream engine does not cancel a provider
+    task that another worker may now be resuming.
+    """
+
+
 def job_prefix(job_id: str) -> str:
     """Storage prefix of everything belonging to one job."""
     return f"jobs/{job_id}/"
@@ -73,7 +81,7 @@ class JobContext:
         if self._stopping.is_set():
             raise WorkerStopping("worker is stopping")
         if self._lost.is_set():
-            raise JobCancelled("job was cancelled, deleted or taken over")
+            raise JobLost("job was cancelled, deleted or taken over")
 
     @property
     def state(self) -> Mapping[str, Any]:
