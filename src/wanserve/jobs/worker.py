@@ -39,10 +39,10 @@ class WorkerStopping(JobCancelled):
 
 
 class JobLost(JobCancelled):
-    """The job is no longer ours: cancelled, deleted, or re-queued after a missed lease.
+    """The job was re-queued after a missed lease and may be running elsewhere now.
 
-    Distinct from a plain `JobCancelled` so an upstream engine does not cancel a provider
-    task that another worker may now be resuming.
+    Distinct from a plain `JobCancelled` (the client cancelled or deleted it) so an
+    upstream engine does not cancel a provider task that another worker may be resuming.
     """
 
 
@@ -66,6 +66,7 @@ class JobContext:
         self.work_dir = work_dir
         self._stopping = stopping
         self._lost = threading.Event()
+        self._cancelled = threading.Event()
         self._progress = job.progress
         self._state: dict[str, Any] = dict(job.engine_state)
 
@@ -80,8 +81,10 @@ class JobContext:
         """Raise when the job was cancelled or deleted, or the worker is stopping."""
         if self._stopping.is_set():
             raise WorkerStopping("worker is stopping")
+        if self._cancelled.is_set():
+            raise JobCancelled("job was cancelled or deleted")
         if self._lost.is_set():
-            raise JobLost("job was cancelled, deleted or taken over")
+            raise JobLost("job was taken over after a missed lease")
 
     @property
     def state(self) -> Mapping[str, Any]:
@@ -98,7 +101,9 @@ class JobContext:
         while not done.wait(interval):
             try:
                 if not self.store.heartbeat(self.job.id, self.worker_id):
-                    self._lost.set()
+                    status = self.store.status_of(self.job.id)
+                    gone = status is None or status is JobStatus.CANCELLED
+                    (self._cancelled if gone else self._lost).set()
                     return
             except Exception:
                 logger.exception("job %s: heartbeat failed", self.job.id)
