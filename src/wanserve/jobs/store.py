@@ -21,6 +21,9 @@ from wanserve.jobs.db import IdempotencyRow, JobRow, make_engine, migrate
 from wanserve.jobs.model import Job, JobSpec, JobStatus, MediaRef, check_transition
 
 IDEMPOTENCY_WINDOW = 24 * 3600
+# Aliases: inside JobStore, `list` names the method.
+Jobs = list[Job]
+JobIds = list[str]
 
 
 def _to_job(row: JobRow) -> Job:
@@ -168,7 +171,7 @@ class JobStore:
         created_from: float | None = None,
         created_to: float | None = None,
         offset: int = 0,
-    ) -> tuple[list[Job], bool]:
+    ) -> tuple[Jobs, bool]:
         """One page of an owner's jobs, and whether more follow.
 
         `after` is a job id of this owner: the page starts right after it in `order`.
@@ -309,7 +312,7 @@ class JobStore:
         with self._session() as session:
             session.execute(update(JobRow).where(JobRow.id == job_id).values(engine_state=state))
 
-    def requeue_stale(self, *, lease: float, max_attempts: int) -> tuple[list[str], list[str]]:
+    def requeue_stale(self, *, lease: float, max_attempts: int) -> tuple[JobIds, JobIds]:
         """Re-queue running jobs whose worker stopped heart-beating; fail those out of tries.
 
         Returns (requeued ids, failed ids).
@@ -322,7 +325,8 @@ class JobStore:
                 )
             ).all()
             candidates = [(row.id, row.attempts) for row in stale]
-        requeued, failed = [], []
+        requeued: JobIds = []
+        failed: JobIds = []
         for job_id, attempts in candidates:
             if attempts >= max_attempts:
                 target, fields = (
@@ -363,7 +367,7 @@ class JobStore:
             ).rowcount  # type: ignore[attr-defined]
         return bool(moved == 1)
 
-    def expired(self, now: float, limit: int = 100) -> list[Job]:
+    def expired(self, now: float, limit: int = 100) -> Jobs:
         """Finished jobs whose files are past their expiry and not yet swept."""
         with self._session() as session:
             rows = session.scalars(
