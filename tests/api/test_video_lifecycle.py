@@ -194,3 +194,16 @@ def test_models_health_and_readiness(client):
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"database": "ok", "storage": "ok"}
     assert "python_info" in client.get("/metrics").text
+
+
+def test_playground_page_is_public(settings):
+    from fastapi.testclient import TestClient
+
+    from wanserve.api.app import create_app
+
+    settings.api_keys = ["secret"]
+    with TestClient(create_app(settings, workers=0)) as client:
+        page = client.get("/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "/v1/videos" in page.text
+        assert client.get("/v1/videos").status_code == 401
