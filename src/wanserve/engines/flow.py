@@ -19,6 +19,11 @@ import scipy.linalg
 MIN_MATCHES = 40  # RANSAC inliers below this: no trustworthy global motion
 MIN_INLIER_RATIO = 0.25
 MIN_COVERAGE = 0.25  # share of the frame the inliers' hull must span to be camera motion
+OBJECT_MIN_SHIFT = 3.0  # work pixels a match must move against the scene to be an object's
+MIN_OBJECT_MATCHES = 10
+MAX_OBJECTS = 4
+SEED_WINDOW = 15  # work pixels: the patch over which object motions compete
+SEED_PENALTY = 2.0  # gray levels an object's motion must win by
 FB_TOLERANCE = 1.0  # work pixels: forward-backward error still called consistent
 MIN_CONSISTENCY = 0.45  # share of consistent pixels for two frames to "correspond"
 MAX_RESIDUAL = 0.09  # mean abs error (0..1) left after motion compensation, same purpose
@@ -41,7 +46,8 @@ class FlowInterpolator:
         self._work = (ww, max(8, round(self.height * ww / self.width)))
         gray0, gray1 = _gray(first, self._work), _gray(last, self._work)
         # 1. Global motion, kept only when reliable and not a no-op.
-        self.homography = _homography(gray0, gray1)
+        src, dst = _matches(gray0, gray1)
+        self.homography = _homography(src, dst, gray0.shape)
         log = None if self.homography is None else _matrix_log(self.homography)
         if log is None or _is_identity(self.homography, self._work):
             self.homography, log = None, np.zeros((3, 3))
@@ -49,7 +55,8 @@ class FlowInterpolator:
         self._h = np.eye(3) if self.homography is None else self.homography
         self._h_inv = np.linalg.inv(self._h)
         # 2. Residual flow both ways, its consistency and whether the frames correspond.
-        self._estimate(gray0, gray1)
+        moved = cv2.perspectiveTransform(src.reshape(-1, 1, 2), self._h).reshape(-1, 2)
+        self._estimate(gray0, gray1, _object_motions(moved, dst))
         # 3. What every frame reuses.
         self._grid = _grid(*self._work, MAP_STEP)
         self._scale = np.array(
@@ -57,12 +64,14 @@ class FlowInterpolator:
         )
         self._buffers = _Buffers(self.height, self.width)
 
-    def _estimate(self, gray0: np.ndarray, gray1: np.ndarray) -> None:
+    def _estimate(self, gray0: np.ndarray, gray1: np.ndarray, objects: list[np.ndarray]) -> None:
         """Residual flows between frame 0 aligned onto frame 1 and frame 1, with trust maps."""
         aligned = cv2.warpPerspective(gray0, self._h, self._work, flags=cv2.INTER_LINEAR)
         inside = cv2.warpPerspective(np.ones_like(gray0), self._h, self._work) > 0
         aligned = np.where(inside, aligned, gray1)  # nothing to match outside: no motion
-        self._r01, self._r10 = _dis_flow(aligned, gray1), _dis_flow(gray1, aligned)
+        backwards = [np.asarray(cv2.invertAffineTransform(m)) for m in objects]
+        self._r01 = _dis_flow(aligned, gray1, _seed_flow(aligned, gray1, objects))
+        self._r10 = _dis_flow(gray1, aligned, _seed_flow(gray1, aligned, backwards))
         error0 = _fb_error(self._r01, self._r10)
         error1 = _fb_error(self._r10, self._r01)
         self._trust0, self._trust1 = _trust(error0), _trust(error1)
@@ -188,27 +197,74 @@ def _gray(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
 
 
-def _homography(gray0: np.ndarray, gray1: np.ndarray) -> np.ndarray | None:
-    """Homography taking frame-0 points to frame-1 points, or None when unreliable."""
+def _matches(gray0: np.ndarray, gray1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Matched ORB keypoints (N x 2 each, frame 0 and frame 1), ratio-tested."""
     orb = cv2.ORB.create(nfeatures=3000, fastThreshold=10)
     kp0, des0 = orb.detectAndCompute(gray0, _NO_MAP)
     kp1, des1 = orb.detectAndCompute(gray1, _NO_MAP)
-    if des0 is None or des1 is None or len(kp0) < MIN_MATCHES or len(kp1) < MIN_MATCHES:
-        return None
+    if des0 is None or des1 is None or len(kp0) < 2 or len(kp1) < 2:
+        return np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32)
     pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(des0, des1, k=2)
     good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < 0.8 * p[1].distance]
-    if len(good) < MIN_MATCHES:
+    src = np.array([kp0[m.queryIdx].pt for m in good], dtype=np.float32).reshape(-1, 2)
+    dst = np.array([kp1[m.trainIdx].pt for m in good], dtype=np.float32).reshape(-1, 2)
+    return src, dst
+
+
+def _homography(src: np.ndarray, dst: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """Homography taking frame-0 points to frame-1 points, or None when unreliable."""
+    if len(src) < MIN_MATCHES:
         return None
-    src = np.array([kp0[m.queryIdx].pt for m in good], dtype=np.float32)
-    dst = np.array([kp1[m.trainIdx].pt for m in good], dtype=np.float32)
     matrix, inliers = cv2.findHomography(src, dst, cv2.RANSAC, 2.0, maxIters=4000, confidence=0.999)
-    if matrix is None or inliers.sum() < max(MIN_MATCHES, MIN_INLIER_RATIO * len(good)):
+    if matrix is None or inliers.sum() < max(MIN_MATCHES, MIN_INLIER_RATIO * len(src)):
         return None
     # Inliers bunched on one textured object describe that object, not the camera.
     hull = cv2.convexHull(src[inliers.ravel() > 0])
-    if cv2.contourArea(hull) < MIN_COVERAGE * gray0.shape[0] * gray0.shape[1]:
+    if cv2.contourArea(hull) < MIN_COVERAGE * shape[0] * shape[1]:
         return None
-    return np.asarray(matrix) if _plausible(matrix, gray0.shape) else None
+    return np.asarray(matrix) if _plausible(matrix, shape) else None
+
+
+def _object_motions(src: np.ndarray, dst: np.ndarray) -> list[np.ndarray]:
+    """Motions (2x3 similarity) of things moving against the aligned scene, largest first.
+
+    Matches the global model leaves unexplained are grouped by RANSAC, one group at a
+    time; each group seeds the dense flow, which alone misses motion larger than detail.
+    """
+    left = np.linalg.norm(dst - src, axis=1) > OBJECT_MIN_SHIFT
+    motions: list[np.ndarray] = []
+    while len(motions) < MAX_OBJECTS and left.sum() >= MIN_OBJECT_MATCHES:
+        model, inliers = cv2.estimateAffinePartial2D(
+            src[left], dst[left], ransacReprojThreshold=2.0
+        )
+        if model is None or inliers.sum() < MIN_OBJECT_MATCHES:
+            break
+        motions.append(np.asarray(model))
+        left[np.flatnonzero(left)[inliers.ravel() > 0]] = False
+    return motions
+
+
+def _seed_flow(
+    gray0: np.ndarray, gray1: np.ndarray, motions: list[np.ndarray]
+) -> np.ndarray | None:
+    """Per pixel, the candidate motion (none, or one object's) that best explains gray1."""
+    if not motions:
+        return None
+    grid = _pixel_grid(gray0)
+    reference = gray0.astype(np.float32)
+
+    def mismatch(field: np.ndarray) -> np.ndarray:
+        diff = np.abs(_sample(gray1, grid + field).astype(np.float32) - reference)
+        return np.asarray(cv2.blur(diff, (SEED_WINDOW, SEED_WINDOW)))
+
+    seed = np.zeros_like(grid)
+    best = mismatch(seed)
+    for motion in motions:
+        field = np.asarray(cv2.transform(grid, motion)) - grid
+        error = mismatch(field) + SEED_PENALTY  # ties stay still: no motion is the default
+        better = error < best
+        seed[better], best = field[better], np.minimum(best, error)
+    return seed
 
 
 def _plausible(matrix: Any, shape: tuple[int, ...]) -> bool:
@@ -238,16 +294,16 @@ def _is_identity(matrix: np.ndarray | None, size: tuple[int, int]) -> bool:
     return bool(np.abs(moved - corners).max() < 0.5)
 
 
-def _dis_flow(gray0: np.ndarray, gray1: np.ndarray) -> np.ndarray:
-    """Dense flow with gray0(p) ~ gray1(p + flow(p))."""
+def _dis_flow(gray0: np.ndarray, gray1: np.ndarray, seed: np.ndarray | None) -> np.ndarray:
+    """Dense flow with gray0(p) ~ gray1(p + flow(p)), refined from `seed` when given."""
     # MEDIUM down to the finest scale: this runs once per job, at the working size.
     dis = cv2.DISOpticalFlow.create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     dis.setFinestScale(0)
-    return np.asarray(dis.calc(gray0, gray1, _NO_MAP))
+    return np.asarray(dis.calc(gray0, gray1, _NO_MAP if seed is None else seed))
 
 
-def _pixel_grid(flow: np.ndarray) -> np.ndarray:
-    h, w = flow.shape[:2]
+def _pixel_grid(image: np.ndarray) -> np.ndarray:
+    h, w = image.shape[:2]
     gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
     return np.dstack([gx, gy])
 

@@ -17,7 +17,7 @@ from wanserve.errors import EngineError
 
 SAMPLE_RATE = 16_000  # plenty for a loudness envelope, and cheap to decode into
 QUIET_SPEED = 0.25  # relative speed in silence: quiet passages slow the motion, never stop it
-SMOOTHING_SECONDS = 0.25  # width of the envelope's smoothing window
+SMOOTHING_SECONDS = 0.15  # Gaussian sigma of the envelope: follows words, not single waves
 
 
 def paced_times(frame_count: int, loudness: np.ndarray | None = None) -> np.ndarray:
