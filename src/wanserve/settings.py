@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     fetch_timeout: float = 30.0
     max_json_body: int = 64 * 1024 * 1024  # data: URLs of 20 MB images fit
     max_multipart_body: int = 64 * 1024 * 1024
+    # Per API key: creates per second (token bucket of `create_burst`) and queued or
+    # running jobs at once; 0 turns a limit off.
+    create_rate: float = Field(default=2.0, ge=0)
+    create_burst: int = Field(default=20, ge=0)
+    max_unfinished_jobs: int = Field(default=100, ge=0)
 
     encoder_preset: str = "veryfast"
 

@@ -12,7 +12,8 @@ from wanserve import __version__
 from wanserve.api.auth import KeyCheck
 from wanserve.api.errors import install_error_handlers
 from wanserve.api.limits import BodyLimit
-from wanserve.api.routes import system, videos
+from wanserve.api.quota import CreateQuota
+from wanserve.api.routes import dashscope, system, videos
 from wanserve.api.services import Services
 from wanserve.engines.registry import EngineRegistry
 from wanserve.jobs.intake import Intake
@@ -83,9 +84,11 @@ def create_app(
         intake=Intake(settings, store, storage, registry, fetcher),
         keys=keys,
     )
+    app.state.create_quota = CreateQuota.from_settings(settings, store)
     install_error_handlers(app)
     app.include_router(videos.router)
     app.include_router(system.router)
+    app.include_router(dashscope.router)
     app.add_middleware(
         BodyLimit, json_limit=settings.max_json_body, multipart_limit=settings.max_multipart_body
     )

@@ -11,14 +11,38 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse
 
 from wanserve.api.forms import create_request_from, parse_json_body, read_form
-from wanserve.api.schemas import CreateVideoBody, RemixBody, VideoDeleted, VideoList, VideoObject
+from wanserve.api.quota import CreateQuotaCheck
+from wanserve.api.schemas import (
+    CreateVideoBody,
+    ErrorBody,
+    RemixBody,
+    VideoDeleted,
+    VideoList,
+    VideoObject,
+)
 from wanserve.api.services import Services, caller, services
 from wanserve.api.views import base_url, video_object
 from wanserve.errors import Conflict, InvalidRequest, NotFound
 from wanserve.jobs.model import ErrorCode, Job, JobStatus
 from wanserve.jobs.worker import OUTPUT_FILES, job_prefix, output_key
 
-router = APIRouter(prefix="/v1", tags=["videos"])
+ERROR_TEXT = {
+    400: "Invalid request (the param names the field)",
+    401: "Missing or wrong API key",
+    404: "No such video for this API key",
+    413: "Request body too large",
+    429: "Too many create requests or unfinished videos for this API key",
+}
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {s: {"model": ErrorBody, "description": ERROR_TEXT[s]} for s in statuses}
+
+
+# A create reads a body and counts against the key's quota.
+CREATE_ERRORS = _errors(413, 429)
+
+router = APIRouter(prefix="/v1", tags=["videos"], responses=_errors(400, 401, 404))
 
 Owner = Annotated[str, Depends(caller)]
 Svc = Annotated[Services, Depends(services)]
@@ -71,6 +95,8 @@ def _answer(request: Request, response: Response, svc: Services, job: Job) -> Vi
     "/videos",
     response_model=VideoObject,
     openapi_extra=CREATE_BODY_DOC,
+    responses=CREATE_ERRORS,
+    dependencies=[CreateQuotaCheck],
     summary="Create a video from a first frame, a last frame and an optional driving audio",
 )
 async def create_video(
@@ -164,7 +190,12 @@ def download_content(
     return RedirectResponse(presigned, status_code=307)
 
 
-@router.post("/videos/{video_id}/remix", response_model=VideoObject)
+@router.post(
+    "/videos/{video_id}/remix",
+    response_model=VideoObject,
+    responses=CREATE_ERRORS,
+    dependencies=[CreateQuotaCheck],
+)
 async def remix_video(
     video_id: str, body: RemixBody, request: Request, response: Response, svc: Svc, owner: Owner
 ) -> VideoObject:
