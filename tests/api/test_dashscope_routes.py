@@ -332,3 +332,15 @@ def test_keys_and_owner_isolation(keyed_client, media_server):
     assert keyed_client.get("/api/v1/tasks", headers=key_b).json()["total"] == 0
     assert keyed_client.get("/api/v1/tasks", headers=key_a).json()["total"] == 1
     assert_dashscope_error(keyed_client.get("/api/v1/tasks"), 401, "InvalidApiKey")
+
+
+def test_create_quota_applies_and_refused_sync_calls_cost_nothing(settings, media_server):
+    settings.create_burst, settings.create_rate = 1, 0.001
+    with TestClient(create_app(settings, workers=0)) as quota_client:
+        for _ in range(3):
+            refused = quota_client.post(SYNTHESIS, json=ds_body(media_server))
+            assert refused.status_code == 403
+        create(quota_client, ds_body(media_server))
+        answer = quota_client.post(KEYFRAMES, json=ds_body(media_server), headers=ASYNC)
+        assert_dashscope_error(answer, 429, "Throttling")
+        assert int(answer.headers["Retry-After"]) >= 1

@@ -240,3 +240,11 @@ class TaskList(BaseModel):
     total_page: int
     page_no: int
     page_size: int
+
+
+class DashScopeError(BaseModel):
+    """Every error body on the `/api/v1` routes."""
+
+    request_id: str
+    code: str
+    message: str

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from wanserve.api.dashscope_schemas import (
     CreatedOutput,
     CreatedTask,
+    DashScopeError,
     SynthesisBody,
     TaskAnswer,
     TaskList,
@@ -28,13 +29,28 @@ from wanserve.api.dashscope_schemas import (
     synthesis_body_schema,
 )
 from wanserve.api.forms import parse_json_body
+from wanserve.api.quota import CreateQuotaCheck
 from wanserve.api.routes.videos import cancel_job
 from wanserve.api.services import Services, caller, services
 from wanserve.api.views import base_url, video_url
 from wanserve.errors import Conflict, InvalidRequest, NotFound
 from wanserve.jobs.model import Job, JobStatus
 
-router = APIRouter(prefix="/api/v1", tags=["dashscope"])
+ERROR_TEXT = {
+    400: "Invalid request (the message names the field)",
+    401: "Missing or wrong API key",
+    403: "Synchronous call: send X-DashScope-Async: enable",
+    404: "No such task for this API key",
+    413: "Request body too large",
+    429: "Too many create requests or unfinished tasks for this API key",
+}
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {s: {"model": DashScopeError, "description": ERROR_TEXT[s]} for s in statuses}
+
+
+router = APIRouter(prefix="/api/v1", tags=["dashscope"], responses=_errors(400, 401, 404))
 
 Owner = Annotated[str, Depends(caller)]
 Svc = Annotated[Services, Depends(services)]
@@ -132,12 +148,14 @@ def _answer(request: Request, svc: Services, job: Job) -> TaskAnswer:
     "/services/aigc/video-generation/video-synthesis",
     response_model=CreatedTask,
     openapi_extra=CREATE_BODY_DOC,
+    responses=_errors(403, 413, 429),
     summary="DashScope video synthesis (needs X-DashScope-Async: enable)",
 )
 @router.post(
     "/services/aigc/image2video/video-synthesis",
     response_model=CreatedTask,
     openapi_extra=CREATE_BODY_DOC,
+    responses=_errors(403, 413, 429),
     summary="DashScope key-frame video synthesis (needs X-DashScope-Async: enable)",
 )
 async def create_task(
@@ -145,6 +163,7 @@ async def create_task(
     svc: Svc,
     owner: Owner,
     _async: Annotated[None, Depends(_require_async)],
+    _quota: Annotated[None, CreateQuotaCheck],  # after the async check: a refusal costs nothing
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> CreatedTask:
     """Validate, fetch and store the media, and queue the job; answers its task id."""
