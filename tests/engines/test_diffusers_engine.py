@@ -77,8 +77,21 @@ def frames_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _engine(model: Path, **settings: Any) -> DiffusersEngine:
-    return DiffusersEngine(DiffusersSettings(model=str(model), **(TINY | settings)))
+class CrossFade:
+    """A plain cross-fade in-betweener: keeps these tests off the flow estimator's cost."""
+
+    def __init__(self, first: np.ndarray, last: np.ndarray):
+        self.first, self.last = first.astype(np.float32), last.astype(np.float32)
+
+    def frame_at(self, t: float) -> np.ndarray:
+        return np.round((1 - t) * self.first + t * self.last).astype(np.uint8)
+
+
+def _engine(model: Path, interpolator: Any = CrossFade, **settings: Any) -> DiffusersEngine:
+    settings = TINY | settings
+    return DiffusersEngine(
+        DiffusersSettings(model=str(model), **settings), interpolator=interpolator
+    )
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +139,16 @@ def test_frames_have_output_size_and_duration(
     assert (meta["steps"], meta["dtype"], meta["seed"]) == (2, "float32", 7)
     assert meta["actual_prompt"] == "a cat walks"
     assert "audio_driven" not in meta
+
+
+def test_retimed_frames_come_from_flow_interpolation(
+    tiny_models: dict[str, Path], frames_dir: Path, tmp_path: Path
+) -> None:
+    engine = _engine(tiny_models["wan2.1-flf2v"], interpolator=None)  # the default: flow
+    stream = engine.generate(_request(frames_dir), Context(tmp_path))
+    frames = list(stream.frames)
+    assert len(frames) == 33 and stream.metadata["retimed"] is True
+    assert {f.shape for f in frames} == {(64, 64, 3)}
 
 
 def test_frames_within_budget_are_not_retimed(
@@ -272,3 +295,27 @@ def test_extended_prompt_is_used_and_reported(
     plain = engine.generate(_request(frames_dir, prompt_extend=False), Context(tmp_path))
     assert plain.metadata["actual_prompt"] == "a cat walks"
     engine.close()
+
+
+_OTHER_PROCESS = """
+import sys
+import numpy as np
+sys.path.insert(0, sys.argv[3])
+from test_diffusers_engine import Context, _engine, _request
+from pathlib import Path
+engine = _engine(Path(sys.argv[1]))
+stream = engine.generate(_request(Path(sys.argv[2])), Context(Path(sys.argv[2])))
+np.save(sys.argv[4], np.stack(list(stream.frames)))
+"""
+
+
+@pytest.mark.slow
+def test_same_seed_same_frames_in_another_process(
+    flf2v: DiffusersEngine, tiny_models: dict[str, Path], frames_dir: Path, tmp_path: Path
+) -> None:
+    here = np.stack(list(flf2v.generate(_request(frames_dir), Context(tmp_path)).frames))
+    out = tmp_path / "frames.npy"
+    argv = [str(tiny_models["wan2.1-flf2v"]), str(frames_dir), str(Path(__file__).parent), str(out)]
+    env = os.environ | {"HF_HUB_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-c", _OTHER_PROCESS, *argv], check=True, env=env)
+    assert np.array_equal(here, np.load(out))

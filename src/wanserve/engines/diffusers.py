@@ -152,17 +152,16 @@ class _Progress:
 
     def __init__(self, plan: Plan):
         tail = _OUTPUT_UNITS + (_RETIME_UNITS if plan.retimed else 0.0)
+        self._steps = plan.steps
         self._total = _ENCODE_UNITS + plan.steps + _DECODE_UNITS + tail
-        self.steps_done = 0
 
     def after_step(self, step: int) -> float:
         """Share of the job done after denoising step `step` (1-based)."""
-        self.steps_done = step
         return (_ENCODE_UNITS + step) / self._total
 
-    def before_output(self, steps: int) -> float:
+    def before_output(self) -> float:
         """Share done once decoded frames start streaming."""
-        return (_ENCODE_UNITS + steps + _DECODE_UNITS) / self._total
+        return (_ENCODE_UNITS + self._steps + _DECODE_UNITS) / self._total
 
 
 class DiffusersEngine:
@@ -224,7 +223,7 @@ class DiffusersEngine:
             frame_count=plan.output_frames,
             frames=output_frames(frames, plan, self._interpolator),
             metadata=metadata,
-            progress_start=progress.before_output(plan.steps),
+            progress_start=progress.before_output(),
         )
 
     def _denoise(
