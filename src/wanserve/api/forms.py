@@ -32,9 +32,10 @@ def _depth(value: Any, level: int = 0) -> int:
 
 def parse_json_body(raw: bytes) -> dict[str, Any]:
     """The JSON object of a request body, or a 400 saying what is wrong with it."""
+    # ValueError also covers integers longer than Python's 4300-digit conversion limit.
     try:
         body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise InvalidRequest("The request body is not valid JSON.", code="invalid_json") from exc
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
