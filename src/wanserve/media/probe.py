@@ -124,11 +124,12 @@ def probe_image(data: bytes, *, param: str, max_bytes: int = 20 * 1024 * 1024) -
     image_format = content_type.removeprefix("image/")
     try:
         with plugin(io.BytesIO(data)) as image:
-            # 2. Dimensions from the header, before any pixel is decoded.
-            width, height = _displayed_size(image)
-            _check_dimensions(width, height, param)
+            # 2. Dimensions from the header, before any pixel is decoded. (EXIF can only
+            # swap them, which changes neither check; for PNG, reading EXIF decodes.)
+            _check_dimensions(*image.size, param)
             # 3. Decode everything once: a truncated or corrupt file fails here.
             image.load()
+            width, height = _displayed_size(image)
     except (OSError, SyntaxError, ValueError) as exc:
         raise MediaError(f"the image is not a valid {image_format} file", param=param) from exc
     return ImageInfo(image_format, content_type, width, height)
