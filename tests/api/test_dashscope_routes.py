@@ -145,9 +145,6 @@ def test_synchronous_calls_are_refused(client, media_server, headers):
     assert store_of(client).list("public")[0] == []
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs 403: 'AccessDenied' in wanserve.api.errors.DASHSCOPE_CODES"
-)
 def test_synchronous_refusal_has_dashscope_code(client, media_server):
     answer = client.post(SYNTHESIS, json=ds_body(media_server))
     assert answer.json()["code"] == "AccessDenied"

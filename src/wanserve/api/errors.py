@@ -44,6 +44,7 @@ OPENAI_TYPES = {401: "authentication_error", 429: "rate_limit_error", 500: "serv
 DASHSCOPE_CODES = {
     400: "InvalidParameter",
     401: "InvalidApiKey",
+    403: "AccessDenied",
     404: "NotFound",
     405: "MethodNotAllowed",
     413: "RequestTooLarge",
