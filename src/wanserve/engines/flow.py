@@ -27,9 +27,9 @@ SEED_PENALTY = 2.0  # gray levels an object's motion must win by
 FB_TOLERANCE = 1.0  # work pixels: forward-backward error still called consistent
 MIN_CONSISTENCY = 0.45  # share of consistent pixels for two frames to "correspond"
 MAX_RESIDUAL = 0.09  # mean abs error (0..1) left after motion compensation, same purpose
-MAP_STEP = 2  # per-frame maps on every 2nd work pixel: flows are smooth, 4x less work
+MAP_STEP = 3  # per-frame maps on every 3rd work pixel: flows are smooth, 9x less work
 FILL_SPEED = 4.0  # work pixels: how strongly hidden areas prefer slower neighbours' flow
-TRACE_STEPS = 5  # fixed-point steps tracing a pixel back along a flow
+TRACE_STEPS = 3  # fixed-point steps tracing a pixel back along a flow
 GRAY_PER_PIXEL = 16.0  # brightness mismatch that weighs like one pixel of trace miss
 _EPS = 1e-3  # keeps a pixel's blend defined where neither frame is trusted
 
@@ -108,7 +108,7 @@ class FlowInterpolator:
         """Fill the full-size sampling maps into both frames and their blend weights at t."""
         # Output pixel p at time t -> aligned (frame-1) coordinates y = H G_t^-1 p, where
         # G_t = H^t moves frame 0 to time t (even rotation and zoom, via the matrix log).
-        to_aligned = self._h @ scipy.linalg.expm(-t * self._log)
+        to_aligned = self._h @ _expm(-t * self._log)
         aligned = cv2.perspectiveTransform(self._grid, to_aligned)
         # Trace p back into both frames twice: along frame 0's flow and along frame 1's.
         # At motion boundaries only one trace lands on the layer that is really in front.
@@ -284,6 +284,20 @@ def _matrix_log(matrix: np.ndarray) -> np.ndarray | None:
     return np.asarray(log, dtype=np.float64)
 
 
+def _expm(matrix: np.ndarray) -> np.ndarray:
+    """Matrix exponential of a 3x3 by scaling and squaring (scipy's costs ~100x more here)."""
+    norm = float(np.abs(matrix).sum(axis=1).max())
+    squarings = max(0, int(np.ceil(np.log2(norm / 0.25)))) if norm > 0 else 0
+    scaled = matrix / 2.0**squarings
+    term, result = np.eye(3), np.eye(3)
+    for k in range(1, 10):
+        term = term @ scaled / k
+        result = result + term
+    for _ in range(squarings):
+        result = result @ result
+    return result
+
+
 def _is_identity(matrix: np.ndarray | None, size: tuple[int, int]) -> bool:
     """True when the homography moves no corner by half a work pixel."""
     if matrix is None:
@@ -325,7 +339,10 @@ def _fb_error(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
 
 def _trust(error: np.ndarray) -> np.ndarray:
     """Blend weight from forward-backward error: 1 when consistent, falling off past it."""
-    return np.exp(-((error / (2.0 * FB_TOLERANCE)) ** 2)).astype(np.float32)
+    trust = np.exp(-((error / (2.0 * FB_TOLERANCE)) ** 2)).astype(np.float32)
+    # Flush the far tail to zero: subnormal floats make every later remap many times slower.
+    trust[trust < 1e-6] = 0.0
+    return trust
 
 
 def _fill_hidden(flow: np.ndarray, trust: np.ndarray) -> np.ndarray:
