@@ -303,3 +303,11 @@ def test_from_settings() -> None:
     fetcher = MediaFetcher.from_settings(settings)
     assert fetcher._policy.host_allowed("media.test")
     assert (fetcher._connect_timeout, fetcher._total_timeout) == (1.5, 7)
+
+
+async def test_allowed_ipv6_literal_is_dialled_as_is(backend: RecordingBackend) -> None:
+    fetcher = _fetcher(backend, allowed_hosts=["::1"])
+    with pytest.raises(MediaError) as caught:  # the test backend only reaches 127.0.0.1
+        await fetcher.fetch("http://[::1]:9/ok", max_bytes=100, param="p")
+    assert caught.value.code == "media_fetch_failed"
+    assert backend.addresses == ["::1"]
