@@ -87,3 +87,16 @@ def test_object_moving_over_still_background_has_no_global_motion() -> None:
 def test_rejects_mismatched_inputs(photo: np.ndarray) -> None:
     with pytest.raises(ValueError):
         FlowInterpolator(photo, photo[:-2])
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "work_width"), [(8, 8, 640), (61, 97, 640), (96, 160, 16)]
+)
+def test_tiny_and_odd_sizes_still_interpolate(height: int, width: int, work_width: int) -> None:
+    rng = np.random.default_rng(3)
+    first = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    last = np.roll(first, 2, axis=1)
+    interpolator = FlowInterpolator(first, last, work_width=work_width)
+    assert interpolator.frame_at(0.5).shape == first.shape
+    assert np.array_equal(interpolator.frame_at(0.0), first)
+    assert np.array_equal(interpolator.frame_at(1.0), last)

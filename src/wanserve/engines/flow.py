@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import scipy.linalg
 
+MIN_WORK = 16  # smallest working side, in pixels
 MIN_MATCHES = 40  # RANSAC inliers below this: no trustworthy global motion
 MIN_INLIER_RATIO = 0.25
 MIN_COVERAGE = 0.25  # share of the frame the inliers' hull must span to be camera motion
@@ -30,6 +31,7 @@ MAX_RESIDUAL = 0.09  # mean abs error (0..1) left after motion compensation, sam
 MAP_STEP = 3  # per-frame maps on every 3rd work pixel: flows are smooth, 9x less work
 FILL_SPEED = 4.0  # work pixels: how strongly hidden areas prefer slower neighbours' flow
 TRACE_STEPS = 3  # fixed-point steps tracing a pixel back along a flow
+NEAR_BIAS = 4.0  # trace-miss pixels by which the far frame's trace must win at the far end
 GRAY_PER_PIXEL = 16.0  # brightness mismatch that weighs like one pixel of trace miss
 _EPS = 1e-3  # keeps a pixel's blend defined where neither frame is trusted
 
@@ -42,8 +44,9 @@ class FlowInterpolator:
             raise ValueError("first and last must be RGB images of the same size")
         self.first, self.last = first, last
         self.height, self.width = first.shape[:2]
-        ww = min(work_width, self.width)
-        self._work = (ww, max(8, round(self.height * ww / self.width)))
+        # Never finer than the inputs; never below DIS's smallest size (12 px).
+        ww = max(MIN_WORK, min(work_width, self.width))
+        self._work = (ww, max(MIN_WORK, round(self.height * ww / self.width)))
         gray0, gray1 = _gray(first, self._work), _gray(last, self._work)
         # 1. Global motion, kept only when reliable and not a no-op.
         src, dst = _matches(gray0, gray1)
@@ -55,8 +58,8 @@ class FlowInterpolator:
         self._h = np.eye(3) if self.homography is None else self.homography
         self._h_inv = np.linalg.inv(self._h)
         # 2. Residual flow both ways, its consistency and whether the frames correspond.
-        moved = cv2.perspectiveTransform(src.reshape(-1, 1, 2), self._h).reshape(-1, 2)
-        self._estimate(gray0, gray1, _object_motions(moved, dst))
+        objects = _object_motions(_transform(src, self._h), dst) if len(src) else []
+        self._estimate(gray0, gray1, objects)
         # 3. What every frame reuses.
         self._grid = _grid(*self._work, MAP_STEP)
         self._scale = np.array(
@@ -92,7 +95,10 @@ class FlowInterpolator:
 
     def frame_at(self, t: float) -> np.ndarray:
         """The in-between frame at time t in [0, 1], at the inputs' size."""
-        self._maps(min(1.0, max(0.0, float(t))))
+        t = float(t)
+        if t <= 0.0 or t >= 1.0:  # the ends are the inputs themselves, exactly
+            return (self.first if t <= 0.0 else self.last).copy()
+        self._maps(t)
         buf = self._buffers
         for image, points, warped in (
             (self.first, buf.map0, buf.warped0),
@@ -112,8 +118,9 @@ class FlowInterpolator:
         aligned = cv2.perspectiveTransform(self._grid, to_aligned)
         # Trace p back into both frames twice: along frame 0's flow and along frame 1's.
         # At motion boundaries only one trace lands on the layer that is really in front.
-        x0, z0, score0 = self._trace(aligned, t, self._r01, self._r10, t)
-        z1, x1, score1 = self._trace(aligned, 1 - t, self._r10, self._r01, 1 - t)
+        # The nearer frame's trace is favoured, so the ends join the inputs smoothly.
+        x0, z0, score0 = self._trace(aligned, t, self._r01, self._r10, NEAR_BIAS * t)
+        z1, x1, score1 = self._trace(aligned, 1 - t, self._r10, self._r01, NEAR_BIAS * (1 - t))
         pick = (score1 < score0)[..., None]
         x, z = np.where(pick, x1, x0), np.where(pick, z1, z0)
         s0 = cv2.perspectiveTransform(x, self._h_inv)
@@ -265,6 +272,11 @@ def _seed_flow(
         better = error < best
         seed[better], best = field[better], np.minimum(best, error)
     return seed
+
+
+def _transform(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """N x 2 points through a homography."""
+    return np.asarray(cv2.perspectiveTransform(points.reshape(-1, 1, 2), matrix)).reshape(-1, 2)
 
 
 def _plausible(matrix: Any, shape: tuple[int, ...]) -> bool:
