@@ -46,6 +46,7 @@ class Settings(BaseSettings):
 
     api_keys: Annotated[list[str], NoDecode] = []
     metrics_key: str | None = None
+    url_signing_key: str | None = None
 
     engine: str = "keyframe"
     models: dict[str, Any] = {}

@@ -207,3 +207,30 @@ def test_playground_page_is_public(settings):
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert "/v1/videos" in page.text
         assert client.get("/v1/videos").status_code == 401
+
+
+def test_video_url_is_signed_when_keys_are_configured(settings, media_server):
+    from fastapi.testclient import TestClient
+
+    from wanserve.api.app import create_app
+    from wanserve.jobs.runtime import build_worker
+
+    settings.api_keys = ["key-a", "key-b"]
+    auth = {"Authorization": "Bearer key-a"}
+    with TestClient(create_app(settings, workers=0)) as client:
+        created = client.post("/v1/videos", json=seed_body(media_server), headers=auth).json()
+        build_worker(settings).run_once()
+        video = client.get(f"/v1/videos/{created['id']}", headers=auth).json()
+        url = video["video_url"]
+        assert "signature=" in url and "expires=" in url
+        anonymous = client.get(url)
+        assert anonymous.status_code == 200 and anonymous.content[4:8] == b"ftyp"
+        tampered = client.get(url.replace("signature=", "signature=0"))
+        assert tampered.status_code == 401
+        other = url.replace(created["id"], "video_" + "0" * 32)
+        assert client.get(other).status_code == 401
+        assert client.get(f"/v1/videos/{created['id']}/content").status_code == 401
+        wrong_key = {"Authorization": "Bearer key-b"}
+        assert (
+            client.get(f"/v1/videos/{created['id']}/content", headers=wrong_key).status_code == 404
+        )

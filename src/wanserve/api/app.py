@@ -15,6 +15,7 @@ from wanserve.api.limits import BodyLimit
 from wanserve.api.quota import CreateQuota
 from wanserve.api.routes import dashscope, system, videos
 from wanserve.api.services import Services
+from wanserve.api.signing import UrlSigner
 from wanserve.engines.registry import EngineRegistry
 from wanserve.jobs.intake import Intake
 from wanserve.jobs.pool import WorkerPool
@@ -83,6 +84,7 @@ def create_app(
         registry=registry,
         intake=Intake(settings, store, storage, registry, fetcher),
         keys=keys,
+        signer=UrlSigner.from_settings(settings),
     )
     app.state.create_quota = CreateQuota.from_settings(settings, store)
     install_error_handlers(app)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from wanserve.api.auth import KeyCheck
+from wanserve.api.signing import UrlSigner
 from wanserve.engines.registry import EngineRegistry
 from wanserve.jobs.intake import Intake
 from wanserve.jobs.store import JobStore
@@ -24,6 +25,7 @@ class Services:
     registry: EngineRegistry
     intake: Intake
     keys: KeyCheck
+    signer: UrlSigner | None
 
 
 def services(request: Request) -> Services:

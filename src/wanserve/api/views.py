@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import Request
 
 from wanserve.api.schemas import VideoError, VideoObject
+from wanserve.api.services import Services
 from wanserve.jobs.model import Job, JobStatus
 from wanserve.jobs.worker import output_key
 from wanserve.settings import Settings
-from wanserve.storage.base import Storage
 
 WIRE_STATUS = {JobStatus.CANCELLED: "failed"}
 
@@ -18,15 +18,22 @@ def base_url(request: Request, settings: Settings) -> str:
     return (settings.public_url or str(request.base_url)).rstrip("/")
 
 
-def video_url(job: Job, root: str, storage: Storage, retention: float) -> str | None:
-    """The absolute URL of a completed job's video, presigned when storage offers it."""
+def video_url(job: Job, root: str, svc: Services) -> str | None:
+    """The absolute URL of a completed job's video: presigned by the object store, or
+    our own content URL, signed until the video expires when the server has keys."""
     if job.status is not JobStatus.COMPLETED or not job.result:
         return None
-    presigned = storage.presigned_url(output_key(job.id, "video"), int(retention))
-    return presigned or f"{root}/v1/videos/{job.id}/content"
+    presigned = svc.storage.presigned_url(output_key(job.id, "video"), int(svc.settings.retention))
+    if presigned:
+        return presigned
+    path = f"/v1/videos/{job.id}/content"
+    if svc.signer is None:
+        return root + path
+    expires = int(job.expires_at or job.completed_at or 0)
+    return f"{root}{path}?{svc.signer.query(path, expires)}"
 
 
-def video_object(job: Job, root: str, storage: Storage, retention: float) -> VideoObject:
+def video_object(job: Job, root: str, svc: Services) -> VideoObject:
     """The OpenAI-compatible video object of a job."""
     error = None
     if job.status is JobStatus.CANCELLED:
@@ -50,7 +57,7 @@ def video_object(job: Job, root: str, storage: Storage, retention: float) -> Vid
         seed=job.spec.seed,
         engine=job.engine,
         remixed_from_video_id=job.remixed_from,
-        video_url=video_url(job, root, storage, retention),
+        video_url=video_url(job, root, svc),
         fps=result.get("fps"),
         width=result.get("width"),
         height=result.get("height"),

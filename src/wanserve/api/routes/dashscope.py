@@ -112,7 +112,7 @@ def task_output(job: Job, root: str, svc: Services) -> TaskOutput:
         end_time=dashscope_time(job.completed_at),
     )
     if job.status is JobStatus.COMPLETED:
-        output.video_url = video_url(job, root, svc.storage, svc.settings.retention)
+        output.video_url = video_url(job, root, svc)
         output.orig_prompt = job.spec.prompt
         output.actual_prompt = job.metadata.get("actual_prompt") or job.spec.prompt
     elif job.status is JobStatus.FAILED:

@@ -76,7 +76,7 @@ CREATE_BODY_DOC: dict[str, Any] = {
 }
 
 
-def _job_or_404(svc: Services, video_id: str, owner: str) -> Job:
+def _job_or_404(svc: Services, video_id: str, owner: str | None) -> Job:
     job = svc.store.get(video_id, owner)
     if job is None:
         raise NotFound(
@@ -88,7 +88,7 @@ def _job_or_404(svc: Services, video_id: str, owner: str) -> Job:
 def _answer(request: Request, response: Response, svc: Services, job: Job) -> VideoObject:
     if not job.status.is_finished:
         response.headers["openai-poll-after-ms"] = str(svc.settings.poll_after_ms)
-    return video_object(job, base_url(request, svc.settings), svc.storage, svc.settings.retention)
+    return video_object(job, base_url(request, svc.settings), svc)
 
 
 @router.post(
@@ -143,7 +143,7 @@ def list_videos(
     """The caller's videos, newest first by default, with cursor pagination."""
     jobs, has_more = svc.store.list(owner, limit=limit, after=after, order=order)
     root = base_url(request, svc.settings)
-    data = [video_object(j, root, svc.storage, svc.settings.retention) for j in jobs]
+    data = [video_object(j, root, svc) for j in jobs]
     return VideoList(
         data=data,
         first_id=data[0].id if data else None,
@@ -164,12 +164,23 @@ def list_videos(
 )
 def download_content(
     video_id: str,
+    request: Request,
     svc: Svc,
-    owner: Owner,
     variant: Literal["video", "thumbnail", "spritesheet"] = "video",
+    expires: int | None = None,
+    signature: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Response:
-    """The finished video, its thumbnail or its spritesheet."""
-    job = _job_or_404(svc, video_id, owner)
+    """The finished video, its thumbnail or its spritesheet.
+
+    Needs the owner's key, or the signature that `video_url` carries.
+    """
+    signed = (
+        svc.signer is not None
+        and expires is not None
+        and signature is not None
+        and svc.signer.verify(request.url.path, expires, signature)
+    )
+    job = _job_or_404(svc, video_id, None if signed else caller(request))
     if job.status is not JobStatus.COMPLETED:
         raise InvalidRequest(
             f"Video '{video_id}' is not ready: its status is {job.status.value}.",
