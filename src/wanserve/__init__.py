@@ -1,3 +1,3 @@
-"""wanserve: first frame + last frame (+ driving audio) to video, behind an OpenAI-compatible API."""
+"""wanserve: first + last frame (+ driving audio) to video, behind an OpenAI-compatible API."""
 
 __version__ = "0.1.0"

@@ -8,7 +8,7 @@ TIER_PIXELS = {"720P": 1280 * 720, "1080P": 1920 * 1080}
 
 
 def _multiple_of(value: float, step: int) -> int:
-    return max(step, int(round(value / step)) * step)
+    return max(step, round(value / step) * step)
 
 
 def tier_size(source_width: int, source_height: int, tier: str) -> tuple[int, int]:
