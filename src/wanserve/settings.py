@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "wan2.7-i2v"
@@ -39,6 +39,13 @@ class Settings(BaseSettings):
     data_dir: Path = Path("wanserve-data")
     database_url: str | None = None
     storage_url: str | None = None
+    # For `s3://` storage; unset values fall back to boto3's chain (AWS_* variables, ~/.aws,
+    # instance roles). The public endpoint signs URLs for clients when ours is internal.
+    s3_endpoint_url: str | None = None
+    s3_public_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
     broker_url: str | None = None
     public_url: str | None = Field(
         default=None, description="Base URL clients reach us at; default: taken from each request"
