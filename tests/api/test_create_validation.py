@@ -46,6 +46,8 @@ INVALID = [
     ({"seconds": "five"}, "seconds", 400),
     ({"prompt": "x" * 5001}, "prompt", 400),
     ({"prompt": 12}, "prompt", 400),
+    ({"prompt": "a\x00b"}, "prompt", 400),
+    ({"negative_prompt": "\x00"}, "negative_prompt", 400),
     ({"negative_prompt": "y" * 501}, "negative_prompt", 400),
     ({"prompt_extend": "maybe"}, "prompt_extend", 400),
     ({"watermark": "sometimes"}, "watermark", 400),

@@ -234,3 +234,17 @@ def test_video_url_is_signed_when_keys_are_configured(settings, media_server):
         assert (
             client.get(f"/v1/videos/{created['id']}/content", headers=wrong_key).status_code == 404
         )
+
+
+def test_openapi_describes_the_real_schema(client):
+    document = client.get("/openapi.json").json()
+    schemas = document["components"]["schemas"]
+    assert {"CreateVideoBody", "MediaItem", "VideoObject", "ErrorBody"} <= set(schemas)
+    create = document["paths"]["/v1/videos"]["post"]
+    json_body = create["requestBody"]["content"]["application/json"]["schema"]
+    assert json_body == {"$ref": "#/components/schemas/CreateVideoBody"}
+    assert "multipart/form-data" in create["requestBody"]["content"]
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            assert "422" not in operation["responses"]
+    assert client.get("/docs").status_code == 200

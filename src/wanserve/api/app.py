@@ -12,6 +12,7 @@ from wanserve import __version__
 from wanserve.api.auth import KeyCheck
 from wanserve.api.errors import install_error_handlers
 from wanserve.api.limits import BodyLimit
+from wanserve.api.openapi import install_openapi
 from wanserve.api.quota import CreateQuota
 from wanserve.api.routes import dashscope, system, videos
 from wanserve.api.services import Services
@@ -88,6 +89,7 @@ def create_app(
     )
     app.state.create_quota = CreateQuota.from_settings(settings, store)
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(videos.router)
     app.include_router(system.router)
     app.include_router(dashscope.router)

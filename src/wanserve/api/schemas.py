@@ -62,6 +62,14 @@ class CreateVideoBody(BaseModel):
             raise ValueError("seed must be an integer")
         return value
 
+    @field_validator("prompt", "negative_prompt")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        # PostgreSQL text cannot hold NUL, and no prompt needs one.
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
+
     @field_validator("size")
     @classmethod
     def _size_is_known(cls, value: str) -> str:
