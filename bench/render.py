@@ -151,7 +151,8 @@ def main() -> None:
     parser.add_argument("--presets", default="veryfast,ultrafast")
     args = parser.parse_args()
     presets = [p for p in args.presets.split(",") if p]
-    print(f"{os.cpu_count()} CPUs, OpenCV threads {cv2.getNumThreads()}")
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(f"{os.cpu_count()} CPUs, OpenCV threads {cv2.getNumThreads()}, load average {load}")
     for label, size in SIZES.items():
         run_size(label, size, args.seconds, presets)
 

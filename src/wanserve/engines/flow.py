@@ -1,11 +1,13 @@
 """Flow-based in-betweening of two frames: global homography plus dense residual flow.
 
 Motion is estimated once, at a working scale: a RANSAC homography from ORB matches
-takes out camera motion (pan, zoom, rotation), then DIS optical flow both ways finds
-what is left (objects moving over the scene). For a time t each output pixel is traced
-back into both frames, both are warped with `cv2.remap` at full size, and the two are
-blended with per-pixel weights that trust the frame whose flow is forward-backward
-consistent there, so areas hidden in one frame do not ghost.
+takes out camera motion (pan, zoom, rotation); matches it leaves unexplained give the
+motions of moving objects, which seed DIS optical flow (both ways) so that it finds
+displacements larger than the objects' detail. For a time t each output pixel is traced
+back into both frames (along either frame's flow, keeping the trace that lands on the
+layer in front), both frames are warped with `cv2.remap` at full size, and the two are
+blended with per-pixel weights that drop a frame where the other one shows the point
+has no match in it (occluded or revealed), so hidden areas do not ghost.
 """
 
 from __future__ import annotations
@@ -37,7 +39,10 @@ _EPS = 1e-3  # keeps a pixel's blend defined where neither frame is trusted
 
 
 class FlowInterpolator:
-    """In-between frames of `first` and `last` (same-size RGB uint8) at any time t."""
+    """In-between frames of `first` and `last` (same-size RGB uint8) at any time t.
+
+    Holds full-size scratch buffers: one `frame_at` call at a time per instance.
+    """
 
     def __init__(self, first: np.ndarray, last: np.ndarray, *, work_width: int = 640):
         if first.shape != last.shape or first.ndim != 3 or first.shape[2] != 3:
@@ -140,10 +145,10 @@ class FlowInterpolator:
     def _trace(
         self, target: np.ndarray, time: float, there: np.ndarray, back: np.ndarray, bias: float
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Points a, b of one frame and the other that meet at `target` after `time`.
+        """Points `start`, `end` of one frame and the other that meet at `target` at `time`.
 
-        Solves a + time * there(a) = target by fixed-point iteration, then b = a + there(a);
-        the score says how badly the pair misses the target and differs in brightness.
+        Solves start + time * there(start) = target by fixed-point iteration, end = start +
+        there(start); the score says how far the pair misses `target` and how it mismatches.
         """
         start = target
         for _ in range(TRACE_STEPS):
@@ -233,7 +238,7 @@ def _homography(src: np.ndarray, dst: np.ndarray, shape: tuple[int, ...]) -> np.
 
 
 def _object_motions(src: np.ndarray, dst: np.ndarray) -> list[np.ndarray]:
-    """Motions (2x3 similarity) of things moving against the aligned scene, largest first.
+    """Motions (2x3 similarity) of things moving against the aligned scene, best-supported first.
 
     Matches the global model leaves unexplained are grouped by RANSAC, one group at a
     time; each group seeds the dense flow, which alone misses motion larger than detail.
