@@ -1,0 +1,76 @@
+"""Worker behaviour that keeps jobs alive: full disks, expiry sweeps, engine failures."""
+
+from __future__ import annotations
+
+import errno
+import time
+from pathlib import Path
+
+from helpers import seed_body
+from wanserve.jobs.model import JobStatus
+from wanserve.jobs.runtime import build_worker
+from wanserve.storage.local import LocalStorage
+
+
+class FlakyDisk(LocalStorage):
+    """Local storage whose first `failures` output writes hit a full disk."""
+
+    def __init__(self, root: Path, failures: int):
+        super().__init__(root)
+        self.failures = failures
+
+    def put_file(self, key: str, path: Path, content_type: str) -> None:
+        if "/output/" in key and self.failures:
+            self.failures -= 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        super().put_file(key, path, content_type)
+
+
+def test_a_full_disk_sends_the_job_back_to_the_queue(client, settings, media_server):
+    created = client.post("/v1/videos", json=seed_body(media_server)).json()
+    worker = build_worker(settings)
+    worker.storage = FlakyDisk(settings.data_dir / "files", failures=1)
+    worker.settings.poll_interval = 0.001
+    assert worker.run_once()
+    job = worker.store.get(created["id"])
+    assert job.status is JobStatus.QUEUED and job.attempts == 0
+    assert worker.run_once()
+    assert client.get(f"/v1/videos/{created['id']}").json()["status"] == "completed"
+
+
+def test_expired_files_are_swept_and_content_says_so(client, settings, media_server):
+    settings.retention = 0.5
+    created = client.post("/v1/videos", json=seed_body(media_server)).json()
+    worker = build_worker(settings)
+    worker.run_once()
+    video = client.get(f"/v1/videos/{created['id']}").json()
+    assert video["expires_at"] - video["completed_at"] in (0, 1)
+    time.sleep(1.1)
+    worker.maintain(force=True)
+    output = settings.data_dir / "files" / "jobs" / created["id"] / "output"
+    assert not output.exists() or not any(output.iterdir())
+    response = client.get(f"/v1/videos/{created['id']}/content")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "video_expired"
+    assert client.get(f"/v1/videos/{created['id']}").json()["status"] == "completed"
+
+
+def test_an_engine_crash_fails_the_job_without_a_traceback(client, settings, media_server):
+    created = client.post("/v1/videos", json=seed_body(media_server)).json()
+    worker = build_worker(settings)
+
+    class Broken:
+        name = "broken"
+
+        def generate(self, request, context):
+            raise RuntimeError("/secret/path exploded")
+
+        def close(self) -> None:
+            pass
+
+    worker.registry._engines["wan2.7-i2v"] = Broken()
+    worker.run_once()
+    video = client.get(f"/v1/videos/{created['id']}").json()
+    assert video["status"] == "failed"
+    assert video["error"]["code"] == "engine_error"
+    assert "/secret" not in video["error"]["message"]
