@@ -79,6 +79,12 @@ class RateLimited(WanserveError):
         self.retry_after = retry_after
 
 
+class Unavailable(WanserveError):
+    """The server cannot take the request right now (e.g. its storage is full)."""
+
+    code = "service_unavailable"
+
+
 class JobCancelled(Exception):
     """Raised inside a running job when it was cancelled or deleted; stops the work."""
 

@@ -74,3 +74,24 @@ def test_an_engine_crash_fails_the_job_without_a_traceback(client, settings, med
     assert video["status"] == "failed"
     assert video["error"]["code"] == "engine_error"
     assert "/secret" not in video["error"]["message"]
+
+
+class FullDisk(LocalStorage):
+    """Local storage with no space left for anything."""
+
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_at_intake_is_a_503_and_leaves_nothing(settings, media_server):
+    from fastapi.testclient import TestClient
+
+    from wanserve.api.app import create_app
+
+    storage = FullDisk(settings.data_dir / "files")
+    with TestClient(create_app(settings, storage=storage, workers=0)) as client:
+        response = client.post("/v1/videos", json=seed_body(media_server))
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "storage_full"
+        assert client.get("/v1/videos").json()["data"] == []
+    assert not any((settings.data_dir / "files").rglob("*.png"))

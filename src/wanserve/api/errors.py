@@ -25,6 +25,7 @@ from wanserve.errors import (
     PayloadTooLarge,
     RateLimited,
     Unauthorized,
+    Unavailable,
     WanserveError,
 )
 
@@ -39,8 +40,14 @@ STATUS_BY_ERROR: list[tuple[type[WanserveError], int]] = [
     (Unauthorized, 401),
     (PayloadTooLarge, 413),
     (RateLimited, 429),
+    (Unavailable, 503),
 ]
-OPENAI_TYPES = {401: "authentication_error", 429: "rate_limit_error", 500: "server_error"}
+OPENAI_TYPES = {
+    401: "authentication_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    503: "server_error",
+}
 DASHSCOPE_CODES = {
     400: "InvalidParameter",
     401: "InvalidApiKey",
@@ -50,6 +57,7 @@ DASHSCOPE_CODES = {
     413: "RequestTooLarge",
     429: "Throttling",
     500: "InternalError",
+    503: "ServiceUnavailable",
 }
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 

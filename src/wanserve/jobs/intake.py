@@ -20,8 +20,9 @@ from pathlib import Path
 from anyio import to_thread
 
 from wanserve.engines.registry import EngineRegistry
-from wanserve.errors import InvalidRequest
+from wanserve.errors import InvalidRequest, Unavailable
 from wanserve.jobs.model import Job, JobSpec, JobStatus, MediaRef
+from wanserve.jobs.queue import DatabaseQueue, JobQueue
 from wanserve.jobs.store import JobStore
 from wanserve.media.fetch import MediaFetcher
 from wanserve.media.probe import probe_audio, probe_image
@@ -114,12 +115,14 @@ class Intake:
         storage: Storage,
         registry: EngineRegistry,
         fetcher: MediaFetcher,
+        queue: JobQueue | None = None,
     ):
         self.settings = settings
         self.store = store
         self.storage = storage
         self.registry = registry
         self.fetcher = fetcher
+        self.queue = queue or DatabaseQueue()
 
     async def submit(
         self,
@@ -180,6 +183,7 @@ class Intake:
         if idempotency_key:
             self.store.remember_idempotency(job.owner, idempotency_key, fingerprint, job.id)
         logger.info("job %s: queued (model %s, engine %s)", job.id, job.model, job.engine)
+        self.queue.publish(job.id)
         return created
 
     async def _bytes_of(self, item: MediaSource) -> bytes:
@@ -224,8 +228,16 @@ class Intake:
                     source_url=public_url,
                 )
             )
-        for ref, data in zip(refs, blobs, strict=True):
-            self.storage.put_bytes(ref.key, data, ref.content_type)
+        try:
+            for ref, data in zip(refs, blobs, strict=True):
+                self.storage.put_bytes(ref.key, data, ref.content_type)
+        except OSError as exc:
+            # No id was given out yet: refuse cleanly, and leave no partial job behind.
+            self.storage.delete_prefix(f"jobs/{job_id}/")
+            logger.error("job %s: media could not be stored: %s", job_id, exc.strerror)
+            raise Unavailable(
+                "The server could not store the media; try again later.", code="storage_full"
+            ) from exc
         return refs
 
     @staticmethod
@@ -254,6 +266,7 @@ class Intake:
         )
         self.store.create(job)
         logger.info("job %s: queued as a remix of %s", job.id, source.id)
+        self.queue.publish(job.id)
         return job
 
     def _copy(self, source_key: str, target_key: str, content_type: str) -> None:
