@@ -188,3 +188,8 @@ def test_midpoint_is_closer_to_the_truth_than_a_crossfade() -> None:
     inner = (slice(8, -8), slice(8, -8))
     error = np.abs(ours - middle)[inner].mean()
     assert error < 0.25 * np.abs(crossfade - middle)[inner].mean()
+
+
+def test_too_small_work_width_is_refused() -> None:
+    with pytest.raises(ValueError, match="work_width"):
+        create_engine(Settings(), {"work_width": 8})

@@ -28,6 +28,7 @@ from wanserve.settings import Settings
 logger = logging.getLogger(__name__)
 
 FPS = 24
+MIN_WORK_WIDTH = 64  # below this, motion estimation has too little to go on
 PUSH_IN = 0.08  # the fallback's zoom: 8% over the whole video, barely noticed but alive
 DISSOLVE = (0.15, 0.85)  # share of the video over which the fallback cross-dissolves
 _ORIENTATION = 0x0112  # EXIF tag
@@ -129,7 +130,10 @@ class KeyframeEngine:
 
 def create_engine(settings: Settings, options: Mapping[str, Any]) -> KeyframeEngine:
     """The keyframe engine; option `work_width` sets the motion-estimation width (640)."""
-    return KeyframeEngine(work_width=int(options.get("work_width", 640)))
+    work_width = int(options.get("work_width", 640))
+    if work_width < MIN_WORK_WIDTH:
+        raise ValueError(f"keyframe option work_width must be at least {MIN_WORK_WIDTH}")
+    return KeyframeEngine(work_width=work_width)
 
 
 def load_frame(path: Path, size: tuple[int, int], *, param: str) -> np.ndarray:
