@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from wanserve.api.schemas import MAX_SEED, TIERS, parse_pixel_size
+from wanserve.api.schemas import MAX_SEED, TIERS, checked_pixel_size, parse_pixel_size
 from wanserve.errors import InvalidRequest
 from wanserve.jobs.intake import CreateRequest, MediaSource
 
@@ -116,12 +116,7 @@ class SynthesisParameters(BaseModel):
         pixels = parse_pixel_size(value.replace("*", "x"))
         if pixels is None:
             raise ValueError("size must be WIDTH*HEIGHT, such as 1280*720")
-        width, height = pixels
-        if not all(240 <= side <= 1920 and side % 8 == 0 for side in pixels):
-            raise ValueError("each side of size must be a multiple of 8 from 240 to 1920")
-        if width * height > 1920 * 1080:
-            raise ValueError("size must be at most 1920*1080 pixels in area")
-        return f"{width}x{height}"
+        return checked_pixel_size(pixels, "*")
 
 
 class SynthesisBody(BaseModel):

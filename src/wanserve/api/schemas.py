@@ -19,6 +19,16 @@ def parse_pixel_size(size: str) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
+def checked_pixel_size(pixels: tuple[int, int], separator: str = "x") -> str:
+    """`WIDTHxHEIGHT` for sides that are multiples of 8 in 240..1920 within 1920x1080 pixels."""
+    width, height = pixels
+    if not all(240 <= side <= 1920 and side % 8 == 0 for side in pixels):
+        raise ValueError("each side of size must be a multiple of 8 from 240 to 1920")
+    if width * height > 1920 * 1080:
+        raise ValueError(f"size must be at most 1920{separator}1080 pixels in area")
+    return f"{width}x{height}"
+
+
 class MediaItem(BaseModel):
     """One `{type, url}` entry of `media`."""
 
@@ -78,12 +88,7 @@ class CreateVideoBody(BaseModel):
         pixels = parse_pixel_size(value)
         if pixels is None:
             raise ValueError("size must be 720P, 1080P or WIDTHxHEIGHT such as 1280x720")
-        width, height = pixels
-        if not all(240 <= side <= 1920 and side % 8 == 0 for side in pixels):
-            raise ValueError("each side of size must be a multiple of 8 from 240 to 1920")
-        if width * height > 1920 * 1080:
-            raise ValueError("size must be at most 1920x1080 pixels in area")
-        return f"{width}x{height}"
+        return checked_pixel_size(pixels)
 
 
 class RemixBody(BaseModel):
