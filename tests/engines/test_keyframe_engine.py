@@ -131,7 +131,7 @@ def test_cancel_stops_the_stream_midway(engine: KeyframeEngine, tmp_path: Path) 
     with pytest.raises(JobCancelled):
         for frame in stream.frames:
             made.append(frame)
-    assert len(made) == 5
+    assert 4 <= len(made) <= 5  # one frame may be in the making when the cancel lands
 
 
 def test_driving_audio_paces_the_motion(engine: KeyframeEngine, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -152,6 +153,18 @@ def load_frame(path: Path, size: tuple[int, int], *, param: str) -> np.ndarray:
 
 
 def _frames(motion: Motion, times: np.ndarray, context: EngineContext) -> Iterator[np.ndarray]:
-    for t in times:
-        context.raise_if_cancelled()
-        yield motion.frame_at(float(t))
+    """Each frame is made on a helper thread while the caller encodes the one before.
+
+    OpenCV drops the GIL, so making and encoding overlap; one frame in flight keeps memory
+    flat. Closing the generator (cancel, error) waits for that frame and ends the thread.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyframe") as pool:
+        pending: Future[np.ndarray] | None = None
+        for t in times:
+            context.raise_if_cancelled()
+            future = pool.submit(motion.frame_at, float(t))
+            if pending is not None:
+                yield pending.result()
+            pending = future
+        if pending is not None:
+            yield pending.result()
