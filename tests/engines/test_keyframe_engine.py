@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 import wave
 from collections.abc import Mapping
 from pathlib import Path
@@ -193,3 +194,14 @@ def test_midpoint_is_closer_to_the_truth_than_a_crossfade() -> None:
 def test_too_small_work_width_is_refused() -> None:
     with pytest.raises(ValueError, match="work_width"):
         create_engine(Settings(), {"work_width": 8})
+
+
+def test_closing_the_stream_early_ends_its_helper_thread(
+    engine: KeyframeEngine, tmp_path: Path
+) -> None:
+    stream = engine.generate(_request(*_pan_pair(tmp_path)), Context(tmp_path))
+    frames = iter(stream.frames)
+    for _ in range(3):
+        next(frames)
+    frames.close()  # type: ignore[attr-defined]
+    assert not [t for t in threading.enumerate() if t.name.startswith("keyframe")]
