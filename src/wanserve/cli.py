@@ -44,16 +44,37 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def worker(args: argparse.Namespace) -> int:
-    """Run one worker loop against the configured database and storage."""
+    """Run worker loops (from the broker when one is set) against the database and storage."""
     from wanserve.jobs.runtime import build_worker
 
-    runner = build_worker(_settings(args))
+    settings = _settings(args)
+    if args.concurrency > 1:
+        return _worker_pool(settings, args.concurrency)
+    runner = build_worker(settings)
     signal.signal(signal.SIGTERM, lambda *_: runner.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: runner.stopping.set())
     try:
-        runner.run()
+        runner.queue.consume(runner)
     finally:
         runner.registry.close()
+        runner.queue.close()
+    return 0
+
+
+def _worker_pool(settings: Settings, count: int) -> int:
+    import threading
+
+    from wanserve.jobs.pool import WorkerPool
+    from wanserve.jobs.runtime import open_store
+
+    open_store(settings).engine.dispose()  # migrate once, before the processes start
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    pool = WorkerPool(settings, count)
+    pool.start()
+    stopping.wait()
+    pool.stop()
     return 0
 
 
@@ -184,6 +205,9 @@ def _parser() -> argparse.ArgumentParser:
 
     work = commands.add_parser("worker", help="run a worker only")
     common(work)
+    work.add_argument(
+        "--concurrency", type=int, default=1, help="worker processes, one job at a time each"
+    )
     work.set_defaults(func=worker)
 
     make = commands.add_parser("generate", help="make one video without a server")

@@ -20,6 +20,7 @@ from wanserve.api.signing import UrlSigner
 from wanserve.engines.registry import EngineRegistry
 from wanserve.jobs.intake import Intake
 from wanserve.jobs.pool import WorkerPool
+from wanserve.jobs.queue import JobQueue, open_queue
 from wanserve.jobs.runtime import open_store
 from wanserve.jobs.store import JobStore
 from wanserve.media.fetch import MediaFetcher
@@ -47,6 +48,7 @@ def create_app(
     fetcher: MediaFetcher | None = None,
     registry: EngineRegistry | None = None,
     workers: int | None = None,
+    queue: JobQueue | None = None,
 ) -> FastAPI:
     """The app; `workers` processes (default `settings.workers`) run jobs while it serves."""
     settings = settings or Settings()
@@ -55,6 +57,7 @@ def create_app(
     storage = storage or open_storage(settings.resolved_storage_url)
     registry = registry or EngineRegistry(settings)
     fetcher = fetcher or MediaFetcher.from_settings(settings)
+    queue = queue or open_queue(settings)
     keys = KeyCheck(settings.api_keys)
     worker_count = settings.workers if workers is None else workers
 
@@ -70,6 +73,7 @@ def create_app(
         finally:
             if pool:
                 pool.stop()
+            queue.close()
 
     app = FastAPI(
         title="wanserve",
@@ -83,7 +87,7 @@ def create_app(
         store=store,
         storage=storage,
         registry=registry,
-        intake=Intake(settings, store, storage, registry, fetcher),
+        intake=Intake(settings, store, storage, registry, fetcher, queue),
         keys=keys,
         signer=UrlSigner.from_settings(settings),
     )

@@ -26,9 +26,10 @@ def worker_main(settings_json: str) -> None:
     signal.signal(signal.SIGINT, lambda *_: worker.stopping.set())
     threading.Thread(target=_stop_with_parent, args=(worker.stopping,), daemon=True).start()
     try:
-        worker.run()
+        worker.queue.consume(worker)
     finally:
         worker.registry.close()
+        worker.queue.close()
 
 
 def _stop_with_parent(stopping: threading.Event) -> None:

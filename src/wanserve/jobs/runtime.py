@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from wanserve.engines.registry import EngineRegistry
 from wanserve.jobs.db import make_engine
+from wanserve.jobs.queue import open_queue
 from wanserve.jobs.store import JobStore
 from wanserve.jobs.worker import Worker
 from wanserve.settings import Settings
@@ -24,4 +25,5 @@ def build_worker(settings: Settings, *, migrate: bool = True) -> Worker:
         open_store(settings, migrate=migrate),
         open_storage(settings.resolved_storage_url),
         EngineRegistry(settings),
+        queue=open_queue(settings),
     )

@@ -263,22 +263,39 @@ class JobStore:
                 ).scalar_one_or_none()
             if job_id is None:
                 return None
-            now = time.time()
-            with self._session() as session:
-                won = session.execute(
-                    update(JobRow)
-                    .where(JobRow.id == job_id, JobRow.status == JobStatus.QUEUED.value)
-                    .values(
-                        status=JobStatus.IN_PROGRESS.value,
-                        worker_id=worker_id,
-                        started_at=now,
-                        heartbeat_at=now,
-                        attempts=JobRow.attempts + 1,
-                    )
-                ).rowcount  # type: ignore[attr-defined]
-            if won == 1:
-                return self.get(job_id)
+            job = self.claim_job(job_id, worker_id)
+            if job is not None:
+                return job
             # Another worker took it between our read and our update: look again.
+
+    def claim_job(self, job_id: str, worker_id: str) -> Job | None:
+        """Take this one job for `worker_id` if it is still queued, else None."""
+        now = time.time()
+        with self._session() as session:
+            won = session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status == JobStatus.QUEUED.value)
+                .values(
+                    status=JobStatus.IN_PROGRESS.value,
+                    worker_id=worker_id,
+                    started_at=now,
+                    heartbeat_at=now,
+                    attempts=JobRow.attempts + 1,
+                )
+            ).rowcount  # type: ignore[attr-defined]
+        return self.get(job_id) if won == 1 else None
+
+    def queued_before(self, cutoff: float, limit: int = 1000) -> JobIds:
+        """Ids of jobs queued since before `cutoff`, oldest first (to announce them again)."""
+        with self.engine.connect() as connection:
+            return list(
+                connection.execute(
+                    select(JobRow.id)
+                    .where(JobRow.status == JobStatus.QUEUED.value, JobRow.created_at < cutoff)
+                    .order_by(JobRow.created_at, JobRow.id)
+                    .limit(limit)
+                ).scalars()
+            )
 
     def heartbeat(self, job_id: str, worker_id: str) -> bool:
         """Extend a running job's lease; False when the job is no longer ours to run."""

@@ -19,6 +19,7 @@ from wanserve.engines.base import FrameStream, GenerationRequest, MediaInput
 from wanserve.engines.registry import EngineRegistry
 from wanserve.errors import Conflict, EngineError, JobCancelled, UpstreamError
 from wanserve.jobs.model import ErrorCode, Job, JobStatus, MediaRef
+from wanserve.jobs.queue import DatabaseQueue, JobQueue
 from wanserve.jobs.store import JobStore
 from wanserve.render.pipeline import RenderedVideo, render_frame_stream, render_video_file
 from wanserve.settings import Settings
@@ -120,11 +121,13 @@ class Worker:
         registry: EngineRegistry,
         *,
         worker_id: str | None = None,
+        queue: JobQueue | None = None,
     ):
         self.settings = settings
         self.store = store
         self.storage = storage
         self.registry = registry
+        self.queue = queue or DatabaseQueue()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stopping = threading.Event()
         self._last_maintenance = 0.0
@@ -151,8 +154,10 @@ class Worker:
         )
         for job_id in requeued:
             logger.warning("job %s: worker lost, re-queued", job_id)
+            self.queue.publish(job_id)
         for job_id in failed:
             logger.error("job %s: worker lost too often, failed", job_id)
+        self.queue.sweep(self.store)
         for job in self.store.expired(now):
             self.storage.delete_prefix(job_prefix(job.id) + "output/")
             self.store.mark_swept(job.id)
@@ -162,6 +167,17 @@ class Worker:
         """Claim and run one job; False when the queue was empty."""
         job = self.store.claim(self.worker_id)
         if job is None:
+            return False
+        self.execute(job)
+        return True
+
+    def run_job(self, job_id: str) -> bool:
+        """Claim and run this job (a broker message); False when it is not queued any more."""
+        job = self.store.claim_job(job_id, self.worker_id)
+        if job is None:
+            # A duplicate, or a job already run, cancelled or deleted: the claim is the
+            # only authority, so the message is acknowledged and dropped.
+            logger.info("job %s: not queued any more; message dropped", job_id)
             return False
         self.execute(job)
         return True
@@ -183,7 +199,8 @@ class Worker:
             rendered, metadata = self._produce(job, context)
             self._publish(job, rendered, metadata)
         except WorkerStopping:
-            self.store.release(job.id, self.worker_id)
+            if self.store.release(job.id, self.worker_id):
+                self.queue.publish(job.id)
             logger.info("job %s: released back to the queue (worker stopping)", job.id)
         except JobCancelled:
             self._settle_cancelled(job)
@@ -195,7 +212,8 @@ class Worker:
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 logger.error("job %s: disk full, job goes back to the queue", job.id)
-                self.store.release(job.id, self.worker_id)
+                if self.store.release(job.id, self.worker_id):
+                    self.queue.publish(job.id)
                 self.stopping.wait(self.settings.poll_interval * 10)
             else:
                 logger.exception("job %s: I/O failure", job.id)

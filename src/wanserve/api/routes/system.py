@@ -45,9 +45,12 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz", tags=["health"])
 def readyz(svc: Svc) -> JSONResponse:
-    """Readiness: database and storage reachable (503 naming what is not)."""
+    """Readiness: database, storage (and broker, if set) reachable (503 naming what is not)."""
     checks: dict[str, str] = {}
-    for name, probe in (("database", svc.store.ping), ("storage", svc.storage.check)):
+    probes = [("database", svc.store.ping), ("storage", svc.storage.check)]
+    if svc.settings.broker_url:
+        probes.append(("queue", svc.intake.queue.check))
+    for name, probe in probes:
         try:
             probe()
             checks[name] = "ok"

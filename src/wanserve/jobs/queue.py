@@ -1,0 +1,226 @@
+"""How workers learn of queued jobs: by polling the database, or from a Celery broker.
+
+The database stays the truth about every job; a broker message only says "run job X".
+Delivery is at least once (a message is acknowledged after its job, and a job is
+announced again when its lease runs out or its message may be lost), and the store's
+compare-and-set claim lets exactly one worker run a job, so a duplicate or stale message
+is simply dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+import uuid
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Protocol
+
+from wanserve.settings import Settings
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from wanserve.jobs.store import JobStore
+    from wanserve.jobs.worker import Worker
+
+logger = logging.getLogger(__name__)
+
+TASK_NAME = "wanserve.run_job"
+DEFAULT_QUEUE = "wanserve"
+# A queued job older than this with no message waiting in the broker is announced again.
+STRANDED_AFTER = 10.0
+PUBLISH_RETRY = {"max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+
+
+class JobQueue(Protocol):
+    """How a queued job reaches a worker."""
+
+    def publish(self, job_id: str) -> None:
+        """Announce a queued job; call after its row is committed."""
+
+    def sweep(self, store: JobStore) -> list[str]:
+        """Announce again queued jobs whose announcement may be lost; returns their ids."""
+
+    def consume(self, worker: Worker) -> None:
+        """Run jobs with `worker` until `worker.stopping` is set."""
+
+    def check(self) -> None:
+        """Raise if the queue cannot be reached (readiness probe)."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+class DatabaseQueue:
+    """No broker: workers poll the database for the oldest queued job."""
+
+    def publish(self, job_id: str) -> None:
+        """Nothing to send: a polling worker finds the committed row."""
+
+    def sweep(self, store: JobStore) -> list[str]:
+        """Nothing can be lost: the rows are the queue."""
+        return []
+
+    def consume(self, worker: Worker) -> None:
+        """The polling loop, `Worker.run`."""
+        worker.run()
+
+    def check(self) -> None:
+        """The database probe covers it."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class CeleryQueue:
+    """Jobs announced as Celery messages; each consuming process runs one job at a time."""
+
+    def __init__(
+        self,
+        broker_url: str,
+        *,
+        queue_name: str = DEFAULT_QUEUE,
+        stranded_after: float = STRANDED_AFTER,
+    ):
+        self.broker_url = broker_url
+        self.queue_name = queue_name
+        self.stranded_after = stranded_after
+        self._worker: Worker | None = None
+
+    @cached_property
+    def app(self) -> Celery:
+        """The Celery app, built on first use so that celery loads only with a broker."""
+        from celery import Celery
+
+        app = Celery("wanserve", broker=self.broker_url, set_as_current=False)
+        app.conf.update(
+            task_default_queue=self.queue_name,
+            task_ignore_result=True,
+            result_backend=None,
+            # One message reserved per process: a busy worker must not sit on jobs that an
+            # idle one could run.
+            worker_prefetch_multiplier=1,
+            broker_connection_retry_on_startup=True,
+            worker_hijack_root_logger=False,
+        )
+
+        # Acknowledged only after the job: a worker that dies mid-job leaves the message
+        # to be delivered again (and its lease runs out, so the job is re-announced too).
+        @app.task(name=TASK_NAME, shared=False, acks_late=True, reject_on_worker_lost=True)
+        def run_job(job_id: str) -> None:
+            if self._worker is None:
+                raise RuntimeError("this process does not consume jobs")
+            self._worker.run_job(job_id)
+
+        return app
+
+    def publish(self, job_id: str) -> None:
+        """Send "run job X"; on failure log it and leave the job to a worker's sweep."""
+        try:
+            self.app.send_task(
+                TASK_NAME,
+                args=[job_id],
+                queue=self.queue_name,
+                retry=True,
+                retry_policy=PUBLISH_RETRY,
+            )
+        except Exception:
+            # The row is committed and is the truth: failing the caller would only make a
+            # client retry into a duplicate job. The sweep announces it once the broker is back.
+            logger.exception("job %s: could not publish to the broker", job_id)
+
+    def waiting(self) -> int:
+        """Messages in the broker queue not yet handed to a worker."""
+        with self.app.connection_for_read() as connection:
+            channel = connection.default_channel
+            try:
+                return int(channel.queue_declare(self.queue_name, passive=True).message_count)
+            except connection.channel_errors:
+                return 0  # the queue does not exist yet: nothing was ever published
+
+    def sweep(self, store: JobStore) -> list[str]:
+        """Re-publish jobs queued for over `stranded_after` when the broker holds none.
+
+        Only when nothing is waiting: then every queued job has lost its message (or is
+        about to be claimed, and a duplicate is harmless), while a backlog is left alone
+        instead of being duplicated on every sweep.
+        """
+        try:
+            if self.waiting() > 0:
+                return []
+        except Exception:
+            logger.exception("queue: broker unreachable, sweep skipped")
+            return []
+        stranded = store.queued_before(time.time() - self.stranded_after)
+        for job_id in stranded:
+            logger.warning("job %s: queued without a message; published again", job_id)
+            self.publish(job_id)
+        return stranded
+
+    def consume(self, worker: Worker) -> None:
+        """Run a Celery worker (one job at a time) for `worker`, maintenance in a thread."""
+        from celery.worker import state
+
+        self._worker = worker
+        # The pool thread looks tasks up in Celery's default app, and the shutdown flag is
+        # module state (clear one left by an earlier run in this process).
+        self.app.set_default()
+        state.should_stop = None
+        controller = self.app.WorkController(
+            hostname=f"wanserve-{uuid.uuid4().hex[:8]}@{socket.gethostname()}",
+            # A thread, not the main loop: the loop keeps the broker connection's
+            # heartbeats going while a long job runs.
+            pool_cls="threads",
+            concurrency=1,
+            queues=[self.queue_name],
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            ready_callback=lambda _consumer: logger.info(
+                "worker %s consuming queue %s", worker.worker_id, self.queue_name
+            ),
+        )
+        maintenance = threading.Thread(
+            target=self._maintain, args=(worker, state), name="maintenance", daemon=True
+        )
+        maintenance.start()
+        try:
+            controller.start()
+        finally:
+            worker.stopping.set()
+            maintenance.join()
+            self._worker = None
+        logger.info("worker %s stopped", worker.worker_id)
+
+    @staticmethod
+    def _maintain(worker: Worker, state: Any) -> None:
+        first = True
+        while first or not worker.stopping.wait(worker.settings.poll_interval):
+            try:
+                # The first round is forced: it re-announces what a lost message stranded.
+                worker.maintain(force=first)
+            except Exception:
+                logger.exception("worker %s: maintenance failed", worker.worker_id)
+            first = False
+        # Ask Celery's loop for a warm shutdown: the running job has seen `stopping` and
+        # gone back to the queue (published again), so waiting for it is short.
+        state.should_stop = 0
+
+    def check(self) -> None:
+        """Connect to the broker once, or raise."""
+        with self.app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1)
+
+    def close(self) -> None:
+        """Close the app's connection pools (if it was ever built)."""
+        if "app" in self.__dict__:
+            self.app.close()
+
+
+def open_queue(settings: Settings) -> JobQueue:
+    """The broker queue when `broker_url` is set, else the database itself."""
+    if settings.broker_url:
+        return CeleryQueue(settings.broker_url)
+    return DatabaseQueue()
