@@ -178,9 +178,7 @@ class CeleryQueue:
             without_heartbeat=True,
             without_mingle=True,
             without_gossip=True,
-            ready_callback=lambda _consumer: logger.info(
-                "worker %s consuming queue %s", worker.worker_id, self.queue_name
-            ),
+            ready_callback=self._on_ready,
         )
         maintenance = threading.Thread(
             target=self._maintain, args=(worker, state), name="maintenance", daemon=True
@@ -193,6 +191,13 @@ class CeleryQueue:
             maintenance.join()
             self._worker = None
         logger.info("worker %s stopped", worker.worker_id)
+
+    def _on_ready(self, consumer: Any) -> None:
+        # An idle event loop sleeps until its next timer, up to 10 s: a one-second tick
+        # lets it notice a shutdown request soon.
+        consumer.timer.call_repeatedly(1.0, _tick)
+        worker_id = self._worker.worker_id if self._worker else "?"
+        logger.info("worker %s consuming queue %s", worker_id, self.queue_name)
 
     @staticmethod
     def _maintain(worker: Worker, state: Any) -> None:
@@ -211,12 +216,16 @@ class CeleryQueue:
     def check(self) -> None:
         """Connect to the broker once, or raise."""
         with self.app.connection_for_write() as connection:
-            connection.ensure_connection(max_retries=1)
+            connection.ensure_connection(max_retries=1, interval_start=0, timeout=5)
 
     def close(self) -> None:
         """Close the app's connection pools (if it was ever built)."""
         if "app" in self.__dict__:
             self.app.close()
+
+
+def _tick() -> None:
+    """Nothing: only wakes the event loop."""
 
 
 def open_queue(settings: Settings) -> JobQueue:
