@@ -54,7 +54,7 @@ def create_app(
     settings = settings or Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = store or open_store(settings)
-    storage = storage or open_storage(settings.resolved_storage_url)
+    storage = storage or open_storage(settings.resolved_storage_url, settings)
     registry = registry or EngineRegistry(settings)
     fetcher = fetcher or MediaFetcher.from_settings(settings)
     queue = queue or open_queue(settings)

@@ -23,7 +23,7 @@ def build_worker(settings: Settings, *, migrate: bool = True) -> Worker:
     return Worker(
         settings,
         open_store(settings, migrate=migrate),
-        open_storage(settings.resolved_storage_url),
+        open_storage(settings.resolved_storage_url, settings),
         EngineRegistry(settings),
         queue=open_queue(settings),
     )
