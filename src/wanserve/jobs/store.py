@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -69,6 +69,21 @@ class JobStore:
     def _session(self) -> Iterator[Session]:
         with self._sessions.begin() as session:
             yield session
+
+    def _update(self, *guard: Any, **values: Any) -> bool:
+        """One compare-and-set UPDATE of a single job row; True when it matched."""
+        with self._session() as session:
+            result = session.execute(update(JobRow).where(*guard).values(**values))
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _held(job_id: str, worker_id: str) -> tuple[Any, ...]:
+        """The guard of a running job that `worker_id` still holds."""
+        return (
+            JobRow.id == job_id,
+            JobRow.worker_id == worker_id,
+            JobRow.status == JobStatus.IN_PROGRESS.value,
+        )
 
     def ping(self) -> None:
         """Raise if the database cannot be reached (readiness probe)."""
@@ -205,14 +220,17 @@ class JobStore:
 
     def count_unfinished(self, owner: str) -> int:
         """How many of an owner's jobs are queued or running."""
-        with self._session() as session:
-            rows = session.scalars(
-                select(JobRow.id).where(
-                    JobRow.owner == owner,
-                    JobRow.status.in_([JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value]),
-                )
-            ).all()
-            return len(rows)
+        with self.engine.connect() as connection:
+            return int(
+                connection.execute(
+                    select(func.count())
+                    .select_from(JobRow)
+                    .where(
+                        JobRow.owner == owner,
+                        JobRow.status.in_([JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value]),
+                    )
+                ).scalar_one()
+            )
 
     # -- state changes ---------------------------------------------------------------
 
@@ -271,19 +289,16 @@ class JobStore:
     def claim_job(self, job_id: str, worker_id: str) -> Job | None:
         """Take this one job for `worker_id` if it is still queued, else None."""
         now = time.time()
-        with self._session() as session:
-            won = session.execute(
-                update(JobRow)
-                .where(JobRow.id == job_id, JobRow.status == JobStatus.QUEUED.value)
-                .values(
-                    status=JobStatus.IN_PROGRESS.value,
-                    worker_id=worker_id,
-                    started_at=now,
-                    heartbeat_at=now,
-                    attempts=JobRow.attempts + 1,
-                )
-            ).rowcount  # type: ignore[attr-defined]
-        return self.get(job_id) if won == 1 else None
+        won = self._update(
+            JobRow.id == job_id,
+            JobRow.status == JobStatus.QUEUED.value,
+            status=JobStatus.IN_PROGRESS.value,
+            worker_id=worker_id,
+            started_at=now,
+            heartbeat_at=now,
+            attempts=JobRow.attempts + 1,
+        )
+        return self.get(job_id) if won else None
 
     def queued_before(self, cutoff: float, limit: int = 1000) -> JobIds:
         """Ids of jobs queued since before `cutoff`, oldest first (to announce them again)."""
@@ -299,30 +314,16 @@ class JobStore:
 
     def heartbeat(self, job_id: str, worker_id: str) -> bool:
         """Extend a running job's lease; False when the job is no longer ours to run."""
-        with self._session() as session:
-            updated = session.execute(
-                update(JobRow)
-                .where(
-                    JobRow.id == job_id,
-                    JobRow.worker_id == worker_id,
-                    JobRow.status == JobStatus.IN_PROGRESS.value,
-                )
-                .values(heartbeat_at=time.time())
-            ).rowcount  # type: ignore[attr-defined]
-        return bool(updated == 1)
+        return self._update(*self._held(job_id, worker_id), heartbeat_at=time.time())
 
     def set_progress(self, job_id: str, progress: int) -> None:
         """Raise a running job's progress; never lowers it, never touches finished jobs."""
-        with self._session() as session:
-            session.execute(
-                update(JobRow)
-                .where(
-                    JobRow.id == job_id,
-                    JobRow.status == JobStatus.IN_PROGRESS.value,
-                    JobRow.progress < progress,
-                )
-                .values(progress=progress)
-            )
+        self._update(
+            JobRow.id == job_id,
+            JobRow.status == JobStatus.IN_PROGRESS.value,
+            JobRow.progress < progress,
+            progress=progress,
+        )
 
     def save_engine_state(self, job_id: str, state: dict[str, Any]) -> None:
         """Persist what an engine needs to resume this job after a restart."""
@@ -356,33 +357,25 @@ class JobStore:
                 )
             else:
                 target, fields = JobStatus.QUEUED, {"worker_id": None}
-            with self._session() as session:
-                moved = session.execute(
-                    update(JobRow)
-                    .where(
-                        JobRow.id == job_id,
-                        JobRow.status == JobStatus.IN_PROGRESS.value,
-                        JobRow.heartbeat_at < cutoff,
-                    )
-                    .values(status=target.value, **fields)
-                ).rowcount  # type: ignore[attr-defined]
-            if moved == 1:
+            moved = self._update(
+                JobRow.id == job_id,
+                JobRow.status == JobStatus.IN_PROGRESS.value,
+                JobRow.heartbeat_at < cutoff,
+                status=target.value,
+                **fields,
+            )
+            if moved:
                 (failed if target is JobStatus.FAILED else requeued).append(job_id)
         return requeued, failed
 
     def release(self, job_id: str, worker_id: str) -> bool:
         """Hand a running job back to the queue without counting the attempt (shutdown)."""
-        with self._session() as session:
-            moved = session.execute(
-                update(JobRow)
-                .where(
-                    JobRow.id == job_id,
-                    JobRow.worker_id == worker_id,
-                    JobRow.status == JobStatus.IN_PROGRESS.value,
-                )
-                .values(status=JobStatus.QUEUED.value, worker_id=None, attempts=JobRow.attempts - 1)
-            ).rowcount  # type: ignore[attr-defined]
-        return bool(moved == 1)
+        return self._update(
+            *self._held(job_id, worker_id),
+            status=JobStatus.QUEUED.value,
+            worker_id=None,
+            attempts=JobRow.attempts - 1,
+        )
 
     def expired(self, now: float, limit: int = 100) -> Jobs:
         """Finished jobs whose files are past their expiry and not yet swept."""
@@ -414,6 +407,4 @@ class JobStore:
 
 def _tuple_lt(left: tuple[Any, Any], right: tuple[Any, Any]) -> Any:
     """(a1, b1) < (a2, b2), spelled out so SQLite and PostgreSQL read it the same."""
-    from sqlalchemy import and_, or_
-
     return or_(left[0] < right[0], and_(left[0] == right[0], left[1] < right[1]))
