@@ -117,10 +117,10 @@ def generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from wanserve.api.schemas import CreateVideoBody
-    from wanserve.engines.base import FrameStream, GenerationRequest
+    from wanserve.engines.base import GenerationRequest
     from wanserve.engines.registry import EngineRegistry
     from wanserve.jobs.intake import output_size
-    from wanserve.render.pipeline import render_frame_stream, render_video_file
+    from wanserve.render.pipeline import render_output
 
     settings = _settings(args)
     size = CreateVideoBody.model_validate(
@@ -153,26 +153,15 @@ def generate(args: argparse.Namespace) -> int:
             output = registry.engine_for(args.model).generate(request, context)
             out_dir = work_dir / "output"
             out_dir.mkdir()
-            if isinstance(output, FrameStream):
-                stream = output
-
-                def on_frame(index: int) -> None:
-                    done = (index + 1) / max(1, stream.frame_count)
-                    context.report_progress(
-                        stream.progress_start + (1 - stream.progress_start) * done
-                    )
-
-                rendered = render_frame_stream(
-                    stream,
-                    out_dir=out_dir,
-                    audio_path=audio.path if audio else None,
-                    watermark=args.watermark,
-                    duration=float(args.seconds),
-                    preset=settings.encoder_preset,
-                    on_frame=on_frame,
-                )
-            else:
-                rendered = render_video_file(output, out_dir=out_dir)
+            rendered = render_output(
+                output,
+                out_dir=out_dir,
+                audio_path=audio.path if audio else None,
+                watermark=args.watermark,
+                duration=float(args.seconds),
+                preset=settings.encoder_preset,
+                on_progress=context.report_progress,
+            )
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         shutil.move(rendered.video_path, args.output)
     finally:

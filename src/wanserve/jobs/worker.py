@@ -15,13 +15,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from wanserve.engines.base import FrameStream, GenerationRequest, MediaInput
+from wanserve.engines.base import GenerationRequest, MediaInput
 from wanserve.engines.registry import EngineRegistry
 from wanserve.errors import Conflict, EngineError, JobCancelled, UpstreamError
 from wanserve.jobs.model import ErrorCode, Job, JobStatus, MediaRef
 from wanserve.jobs.queue import DatabaseQueue, JobQueue
 from wanserve.jobs.store import JobStore
-from wanserve.render.pipeline import RenderedVideo, render_frame_stream, render_video_file
+from wanserve.render.pipeline import RenderedVideo, render_output
 from wanserve.settings import Settings
 from wanserve.storage.base import Storage
 
@@ -234,22 +234,19 @@ class Worker:
         output = engine.generate(request, context)
         out_dir = context.work_dir / "output"
         out_dir.mkdir()
-        if not isinstance(output, FrameStream):
-            return render_video_file(output, out_dir=out_dir), dict(output.metadata)
 
-        def on_frame(index: int) -> None:
-            done = (index + 1) / max(1, output.frame_count)
-            context.report_progress(output.progress_start + (1 - output.progress_start) * done)
+        def on_progress(fraction: float) -> None:
+            context.report_progress(fraction)
             context.raise_if_cancelled()
 
-        rendered = render_frame_stream(
+        rendered = render_output(
             output,
             out_dir=out_dir,
             audio_path=request.driving_audio.path if request.driving_audio else None,
             watermark=request.watermark,
             duration=float(request.seconds),
             preset=self.settings.encoder_preset,
-            on_frame=on_frame,
+            on_progress=on_progress,
         )
         return rendered, dict(output.metadata)
 

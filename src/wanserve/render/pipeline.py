@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from wanserve.engines.base import FrameStream, VideoFile
+from wanserve.engines.base import EngineOutput, FrameStream, VideoFile
 from wanserve.errors import EngineError
 from wanserve.render.encoder import Mp4Writer, frame_rate
 from wanserve.render.preview import PreviewSampler, decode_frames, previews_from_file
@@ -96,6 +96,41 @@ def render_frame_stream(
         frame_count=writer.frame_count,
         duration=writer.duration,
         has_audio=audio_path is not None,
+    )
+
+
+def render_output(
+    output: EngineOutput,
+    *,
+    out_dir: Path,
+    audio_path: Path | None,
+    watermark: bool,
+    duration: float,
+    preset: str = "veryfast",
+    on_progress: Callable[[float], None] | None = None,
+) -> RenderedVideo:
+    """Whatever an engine returned, as served files; `on_progress` gets the job's share done.
+
+    A frame stream's share starts at its `progress_start` and grows with each encoded
+    frame; `on_progress` may raise (e.g. `JobCancelled`) to stop the encode.
+    """
+    if isinstance(output, VideoFile):
+        return render_video_file(output, out_dir=out_dir)
+    stream = output
+
+    def on_frame(index: int) -> None:
+        if on_progress is not None:
+            done = (index + 1) / max(1, stream.frame_count)
+            on_progress(stream.progress_start + (1 - stream.progress_start) * done)
+
+    return render_frame_stream(
+        stream,
+        out_dir=out_dir,
+        audio_path=audio_path,
+        watermark=watermark,
+        duration=duration,
+        preset=preset,
+        on_frame=on_frame,
     )
 
 
