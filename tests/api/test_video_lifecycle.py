@@ -193,7 +193,18 @@ def test_models_health_and_readiness(client):
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"database": "ok", "storage": "ok"}
-    assert "python_info" in client.get("/metrics").text
+    metrics = client.get("/metrics").text
+    assert "process_cpu_seconds_total" in metrics
+    assert 'wanserve_jobs{status="queued"} 0.0' in metrics
+
+
+def test_metrics_count_jobs_and_requests(client, media_server):
+    client.post("/v1/videos", json=seed_body(media_server))
+    client.get("/v1/videos/video_nope")
+    metrics = client.get("/metrics").text
+    assert 'wanserve_jobs{status="queued"} 1.0' in metrics
+    assert 'wanserve_jobs_created_total{api="openai",model="wan2.7-i2v"} 1.0' in metrics
+    assert 'route="/v1/videos/{video_id}",status="404"' in metrics
 
 
 def test_playground_page_is_public(settings):

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from wanserve import __version__
 from wanserve.api.auth import KeyCheck
 from wanserve.api.errors import install_error_handlers
 from wanserve.api.limits import BodyLimit
+from wanserve.api.metrics import Metrics
 from wanserve.api.openapi import install_openapi
 from wanserve.api.quota import CreateQuota
 from wanserve.api.routes import dashscope, system, videos
@@ -90,6 +93,7 @@ def create_app(
         intake=Intake(settings, store, storage, registry, fetcher, queue),
         keys=keys,
         signer=UrlSigner.from_settings(settings),
+        metrics=Metrics(store),
     )
     app.state.create_quota = CreateQuota.from_settings(settings, store)
     install_error_handlers(app)
@@ -97,6 +101,19 @@ def create_app(
     app.include_router(videos.router)
     app.include_router(system.router)
     app.include_router(dashscope.router)
+
+    @app.middleware("http")
+    async def time_requests(request: Request, call_next: Any) -> Any:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        # The route template, not the path: ids would make one series per job.
+        template = getattr(route, "path", "unmatched")
+        app.state.services.metrics.requests.labels(
+            request.method, template, str(response.status_code)
+        ).observe(time.perf_counter() - started)
+        return response
+
     app.add_middleware(
         BodyLimit, json_limit=settings.max_json_body, multipart_limit=settings.max_multipart_body
     )

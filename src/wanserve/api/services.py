@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from wanserve.api.auth import KeyCheck
+from wanserve.api.metrics import Metrics
 from wanserve.api.signing import UrlSigner
 from wanserve.engines.registry import EngineRegistry
 from wanserve.jobs.intake import Intake
@@ -26,6 +27,7 @@ class Services:
     intake: Intake
     keys: KeyCheck
     signer: UrlSigner | None
+    metrics: Metrics
 
 
 def services(request: Request) -> Services:

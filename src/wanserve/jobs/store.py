@@ -232,6 +232,14 @@ class JobStore:
                 ).scalar_one()
             )
 
+    def count_by_status(self) -> dict[str, int]:
+        """How many jobs of all owners are in each state (for metrics)."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(JobRow.status, func.count()).group_by(JobRow.status)
+            ).all()
+        return {status: int(count) for status, count in rows}
+
     # -- state changes ---------------------------------------------------------------
 
     def transition(

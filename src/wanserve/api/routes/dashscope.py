@@ -171,6 +171,7 @@ async def create_task(
     job = await svc.intake.submit(
         body.to_create_request(), owner, idempotency_key=idempotency_key, source_api="dashscope"
     )
+    svc.metrics.created.labels(job.model, "dashscope").inc()
     output = CreatedOutput(task_id=job.id, task_status=DASHSCOPE_STATUS[job.status])
     return CreatedTask(request_id=_request_id(), output=output)
 

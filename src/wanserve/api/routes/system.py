@@ -68,4 +68,4 @@ def metrics(request: Request, svc: Svc) -> Response:
     key = svc.settings.metrics_key
     if key and request.headers.get("authorization", "") != f"Bearer {key}":
         raise Unauthorized("This endpoint needs the metrics key.")
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)

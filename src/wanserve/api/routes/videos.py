@@ -120,6 +120,7 @@ async def create_video(
         )
     create = create_request_from(body, uploads)
     job = await svc.intake.submit(create, owner, idempotency_key=idempotency_key)
+    svc.metrics.created.labels(job.model, "openai").inc()
     return _answer(request, response, svc, job)
 
 
