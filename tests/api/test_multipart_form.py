@@ -68,3 +68,24 @@ def test_malformed_multipart_is_400(client):
     )
     assert response.status_code == 400
     assert "error" in response.json()
+
+
+def test_json_sent_as_a_form_by_bare_curl_is_read_as_json(client, media_server):
+    import json
+
+    response = client.post(
+        "/v1/videos",
+        content=json.dumps(seed_body(media_server)).encode(),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_urlencoded_form_fields(client, media_server):
+    media = seed_body(media_server)["media"]
+    fields = {"model": "wan2.7-i2v", "seconds": "3", "media[0][type]": media[0]["type"]}
+    fields |= {"media[0][url]": media[0]["url"], "media[1][type]": media[1]["type"]}
+    fields |= {"media[1][url]": media[1]["url"]}
+    response = client.post("/v1/videos", data=fields)
+    assert response.status_code == 200, response.text
+    assert response.json()["seconds"] == "3"

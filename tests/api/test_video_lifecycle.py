@@ -259,3 +259,12 @@ def test_openapi_describes_the_real_schema(client):
         for operation in operations.values():
             assert "422" not in operation["responses"]
     assert client.get("/docs").status_code == 200
+
+
+def test_head_on_content_for_players(client, worker, media_server):
+    created = client.post("/v1/videos", json=seed_body(media_server)).json()
+    wait_for(client, created["id"])
+    head = client.head(f"/v1/videos/{created['id']}/content")
+    assert head.status_code == 200
+    assert head.headers["accept-ranges"] == "bytes" and int(head.headers["content-length"]) > 0
+    assert head.content == b""

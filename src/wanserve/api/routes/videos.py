@@ -23,6 +23,7 @@ from wanserve.api.schemas import (
 from wanserve.api.services import Services, caller, services
 from wanserve.api.views import base_url, video_object
 from wanserve.errors import Conflict, InvalidRequest, NotFound
+from wanserve.jobs.intake import MediaSource
 from wanserve.jobs.model import ErrorCode, Job, JobStatus
 from wanserve.jobs.worker import OUTPUT_FILES, job_prefix, output_key
 
@@ -108,10 +109,15 @@ async def create_video(
 ) -> VideoObject:
     """Validate, fetch and store the media, and queue the job."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+    raw = b"" if content_type == "multipart/form-data" else await request.body()
+    uploads: list[MediaSource] = []
+    if content_type in ("application/json", "") or (
+        # `curl -d '{...}'` without a Content-Type header sends JSON labelled as a form.
+        content_type == "application/x-www-form-urlencoded" and raw.lstrip()[:1] == b"{"
+    ):
+        body = parse_json_body(raw)
+    elif content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
         body, uploads = await read_form(request, svc.settings.max_multipart_body)
-    elif content_type in ("application/json", ""):
-        body, uploads = parse_json_body(await request.body()), []
     else:
         raise InvalidRequest(
             f"Unsupported Content-Type '{content_type}': "
@@ -200,6 +206,12 @@ def download_content(
     if presigned is None:
         raise NotFound(f"The files of video '{video_id}' are gone.", code="video_expired")
     return RedirectResponse(presigned, status_code=307)
+
+
+# Players probe with HEAD before ranged GETs; same handler, kept out of the schema.
+router.add_api_route(
+    "/videos/{video_id}/content", download_content, methods=["HEAD"], include_in_schema=False
+)
 
 
 @router.post(
