@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import sqlite3
 import subprocess
 import time
+from pathlib import Path
 
 import av
 import httpx
@@ -193,3 +196,40 @@ def test_api_stays_responsive_while_rendering_1080p(server_factory, media_server
     latencies.sort()
     assert latencies[len(latencies) // 2] < 0.25, latencies
     assert latencies[-1] < 2.0, latencies
+
+
+def _worker_pids(server_pid: int) -> list[int]:
+    """Worker processes the server spawned (not multiprocessing's resource tracker)."""
+    children = subprocess.run(
+        ["pgrep", "-P", str(server_pid)], capture_output=True, text=True
+    ).stdout.split()
+    pids = []
+    for pid in children:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        if b"spawn_main" in cmdline:
+            pids.append(int(pid))
+    return pids
+
+
+def test_a_killed_worker_is_replaced_and_its_job_finishes(server_factory, media_server):
+    server = server_factory(workers=1)
+    video_id = httpx.post(
+        f"{server.url}/v1/videos",
+        headers=AUTH_A,
+        json=seed_body(media_server, seconds="10", size="1080P"),
+    ).json()["id"]
+    url = f"{server.url}/v1/videos/{video_id}"
+    deadline = time.monotonic() + 60
+    while httpx.get(url, headers=AUTH_A).json()["progress"] < 5:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    (victim,) = _worker_pids(server.process.pid)
+    os.kill(victim, signal.SIGKILL)
+    video = wait_done(server.url, video_id, timeout=240)
+    assert video["status"] == "completed", video
+    assert video["progress"] == 100
+    replacements = _worker_pids(server.process.pid)
+    assert len(replacements) == 1 and victim not in replacements
+    with sqlite3.connect(server.data_dir / "wanserve.db") as db:
+        (attempts,) = db.execute("SELECT attempts FROM jobs WHERE id = ?", (video_id,)).fetchone()
+    assert attempts == 2
