@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from helpers import png_bytes, scene, wav_bytes
+from netguard import loopback_fetcher
 from wanserve.api.app import create_app
 from wanserve.jobs.runtime import build_worker
 from wanserve.jobs.worker import Worker
@@ -64,7 +65,8 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
     """A TestClient on an app without worker processes."""
-    with TestClient(create_app(settings, workers=0)) as test_client:
+    app = create_app(settings, fetcher=loopback_fetcher(settings), workers=0)
+    with TestClient(app) as test_client:
         yield test_client
 
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import schemathesis
-from api_loopback import loopback_fetcher
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
@@ -25,6 +24,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from netguard import loopback_fetcher
 from wanserve.api.app import create_app
 from wanserve.settings import Settings
 

@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 import uvicorn
-from api_loopback import loopback_fetcher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from helpers import png_bytes, scene, wav_bytes
+from netguard import loopback_fetcher
 from wanserve.api.app import create_app
 from wanserve.settings import Settings
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 
 import pytest
-from api_loopback import LoopbackOnly, loopback_fetcher
 from fastapi.testclient import TestClient
 
 from helpers import seed_body
+from netguard import LoopbackOnly, loopback_fetcher
 from wanserve.api.app import create_app
 from wanserve.logs import RedactSecrets, configure_logging, redact
 

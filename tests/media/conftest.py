@@ -10,7 +10,9 @@ from collections.abc import Iterable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from media_netfakes import RecordingBackend, Trap
+from media_netfakes import Trap
+
+from netguard import LoopbackOnly
 
 TRICKLE_SECONDS = 5.0
 
@@ -130,13 +132,13 @@ def trap() -> Iterator[Trap]:
 
 
 @pytest.fixture
-def backend() -> RecordingBackend:
+def backend() -> LoopbackOnly:
     """A fresh recording network backend."""
-    return RecordingBackend()
+    return LoopbackOnly()
 
 
 @pytest.fixture
-def no_leak(trap: Trap, backend: RecordingBackend) -> Iterator[None]:
+def no_leak(trap: Trap, backend: LoopbackOnly) -> Iterator[None]:
     """Fails the test if anything connected to the trap or any address was dialled."""
     yield
     assert not trap.connected()

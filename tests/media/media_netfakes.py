@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-
-import httpcore
 
 
 @dataclass
@@ -27,31 +24,6 @@ class Trap:
             return False
         conn.close()
         return True
-
-
-@dataclass
-class RecordingBackend(httpcore.AsyncNetworkBackend):
-    """The real network backend, recording every address and refusing all but 127.0.0.1."""
-
-    addresses: list[str] = field(default_factory=list)
-    inner: httpcore.AsyncNetworkBackend = field(default_factory=httpcore.AnyIOBackend)
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        self.addresses.append(host)
-        if host != "127.0.0.1":
-            # Tests may only touch loopback; a broken fetcher fails here, not on the net.
-            raise httpcore.ConnectError("test backend: only 127.0.0.1 is reachable")
-        return await self.inner.connect_tcp(host, port, timeout, local_address, socket_options)
-
-    async def sleep(self, seconds: float) -> None:
-        await self.inner.sleep(seconds)
 
 
 @dataclass

@@ -9,8 +9,9 @@ from typing import Any
 
 import anyio
 import pytest
-from media_netfakes import FakeResolver, RecordingBackend, Trap
+from media_netfakes import FakeResolver, Trap
 
+from netguard import LoopbackOnly
 from wanserve.errors import MediaError, MediaForbidden
 from wanserve.media.fetch import MediaFetcher, redact_url
 from wanserve.settings import Settings
@@ -18,7 +19,7 @@ from wanserve.settings import Settings
 pytestmark = pytest.mark.anyio
 
 
-def _fetcher(backend: RecordingBackend, **kwargs: Any) -> MediaFetcher:
+def _fetcher(backend: LoopbackOnly, **kwargs: Any) -> MediaFetcher:
     kwargs.setdefault("allowed_hosts", ["127.0.0.1"])
     kwargs.setdefault("total_timeout", 5.0)
     return MediaFetcher(network_backend=backend, **kwargs)
@@ -42,7 +43,7 @@ async def test_allowed_host_is_fetched(
     host: str,
     dns: dict[str, list[list[str]]],
     origin_port: int,
-    backend: RecordingBackend,
+    backend: LoopbackOnly,
 ) -> None:
     fetcher = _fetcher(backend, allowed_hosts=allowed, resolver=FakeResolver(dns))
     body = await fetcher.fetch(f"http://{host}:{origin_port}/ok", max_bytes=100, param="p")
@@ -51,7 +52,7 @@ async def test_allowed_host_is_fetched(
 
 
 async def test_host_header_and_credentials_are_sent(
-    origin_port: int, backend: RecordingBackend
+    origin_port: int, backend: LoopbackOnly
 ) -> None:
     resolver = FakeResolver({"media.test": [["127.0.0.1"]]})
     fetcher = _fetcher(backend, resolver=resolver)
@@ -63,7 +64,7 @@ async def test_host_header_and_credentials_are_sent(
 
 
 async def test_dns_rebinding_uses_the_checked_address(
-    origin_port: int, backend: RecordingBackend
+    origin_port: int, backend: LoopbackOnly
 ) -> None:
     # The first answer is checked and allowed; any later answer would be private.
     resolver = FakeResolver({"rebind.test": [["127.0.0.1"], ["10.0.0.1"]]})
@@ -75,7 +76,7 @@ async def test_dns_rebinding_uses_the_checked_address(
 
 
 async def test_dns_rebinding_to_loopback_never_lands_there(
-    origin: Any, origin_port: int, backend: RecordingBackend
+    origin: Any, origin_port: int, backend: LoopbackOnly
 ) -> None:
     # Checked answer: a TEST-NET address the operator allowed; the rebind answer would
     # be our own origin. The connection must go to the TEST-NET address only.
@@ -90,7 +91,7 @@ async def test_dns_rebinding_to_loopback_never_lands_there(
 
 
 async def test_every_answer_is_checked(origin: Any, origin_port: int) -> None:
-    backend = RecordingBackend()
+    backend = LoopbackOnly()
     resolver = FakeResolver({"two.test": [["127.0.0.1", "10.9.9.9"]]})
     fetcher = _fetcher(backend, resolver=resolver)
     with pytest.raises(MediaForbidden):
@@ -114,7 +115,7 @@ async def test_every_answer_is_checked(origin: Any, origin_port: int) -> None:
 async def test_redirect_chains(
     path: str, max_redirects: int, expected: bytes | str, origin_port: int
 ) -> None:
-    fetcher = _fetcher(RecordingBackend(), max_redirects=max_redirects)
+    fetcher = _fetcher(LoopbackOnly(), max_redirects=max_redirects)
     url = f"http://127.0.0.1:{origin_port}{path}"
     if isinstance(expected, bytes):
         assert await fetcher.fetch(url, max_bytes=100, param="p") == expected
@@ -125,7 +126,7 @@ async def test_redirect_chains(
     assert "redirects more than" in caught.value.message
 
 
-async def test_redirect_to_allowed_name(origin_port: int, backend: RecordingBackend) -> None:
+async def test_redirect_to_allowed_name(origin_port: int, backend: LoopbackOnly) -> None:
     resolver = FakeResolver({"media.test": [["127.0.0.1"]]})
     fetcher = _fetcher(backend, allowed_hosts=["media.test"], resolver=resolver)
     target = f"http://media.test:{origin_port}/redirect/1"
@@ -151,7 +152,7 @@ async def test_redirect_to_forbidden_target(
     location: str, error: type[MediaError], origin_port: int, trap: Trap
 ) -> None:
     # The origin is allowed by name only, so its own address (and the trap's) is not.
-    backend = RecordingBackend()
+    backend = LoopbackOnly()
     resolver = FakeResolver({"media.test": [["127.0.0.1"]], "localhost": [["127.0.0.1"]]})
     fetcher = _fetcher(backend, allowed_hosts=["media.test"], resolver=resolver)
     target = location.format(trap=trap.port).replace("\\", "%5C")
@@ -180,7 +181,7 @@ async def test_redirect_to_forbidden_target(
 async def test_body_limits_and_status(
     path: str, max_bytes: int, outcome: int | str, origin_port: int
 ) -> None:
-    fetcher = _fetcher(RecordingBackend())
+    fetcher = _fetcher(LoopbackOnly())
     url = f"http://127.0.0.1:{origin_port}{path}"
     if isinstance(outcome, int):
         assert len(await fetcher.fetch(url, max_bytes=max_bytes, param="p")) == outcome
@@ -193,7 +194,7 @@ async def test_body_limits_and_status(
 
 
 async def test_trickling_server_hits_the_total_deadline(origin_port: int) -> None:
-    fetcher = _fetcher(RecordingBackend(), total_timeout=0.5)
+    fetcher = _fetcher(LoopbackOnly(), total_timeout=0.5)
     started = time.monotonic()
     with pytest.raises(MediaError) as caught:
         await fetcher.fetch(f"http://127.0.0.1:{origin_port}/trickle", max_bytes=10**7, param="p")
@@ -201,7 +202,7 @@ async def test_trickling_server_hits_the_total_deadline(origin_port: int) -> Non
     assert time.monotonic() - started < 2.0
 
 
-async def test_slow_dns_hits_the_total_deadline(backend: RecordingBackend) -> None:
+async def test_slow_dns_hits_the_total_deadline(backend: LoopbackOnly) -> None:
     async def hanging(host: str, port: int) -> list[str]:
         await anyio.sleep_forever()
         raise AssertionError("unreachable")
@@ -213,14 +214,14 @@ async def test_slow_dns_hits_the_total_deadline(backend: RecordingBackend) -> No
 
 
 @pytest.mark.parametrize("answers", [[], ["not-an-ip"]], ids=["empty", "garbage"])
-async def test_unresolvable_host(answers: list[str], backend: RecordingBackend) -> None:
+async def test_unresolvable_host(answers: list[str], backend: LoopbackOnly) -> None:
     fetcher = MediaFetcher(resolver=FakeResolver({"x.test": [answers]}), network_backend=backend)
     with pytest.raises(MediaError) as caught:
         await fetcher.fetch("http://x.test/", max_bytes=10, param="p")
     assert caught.value.code == "media_fetch_failed"
 
 
-async def test_closed_port_is_a_fetch_failure(trap: Trap, backend: RecordingBackend) -> None:
+async def test_closed_port_is_a_fetch_failure(trap: Trap, backend: LoopbackOnly) -> None:
     port = trap.port
     trap.sock.close()  # nothing listens there any more
     fetcher = _fetcher(backend)
@@ -254,7 +255,7 @@ B64 = base64.b64encode(PAYLOAD).decode()
     ],
 )
 async def test_data_urls(url: str, max_bytes: int, outcome: bytes | str) -> None:
-    fetcher = MediaFetcher(network_backend=RecordingBackend())
+    fetcher = MediaFetcher(network_backend=LoopbackOnly())
     if isinstance(outcome, bytes):
         assert await fetcher.fetch(url, max_bytes=max_bytes, param="p") == outcome
         return
@@ -264,7 +265,7 @@ async def test_data_urls(url: str, max_bytes: int, outcome: bytes | str) -> None
 
 
 async def test_credentials_never_logged(
-    origin_port: int, backend: RecordingBackend, caplog: pytest.LogCaptureFixture
+    origin_port: int, backend: LoopbackOnly, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="wanserve.media")
     fetcher = _fetcher(backend, allowed_hosts=[])
@@ -305,7 +306,7 @@ def test_from_settings() -> None:
     assert (fetcher._connect_timeout, fetcher._total_timeout) == (1.5, 7)
 
 
-async def test_allowed_ipv6_literal_is_dialled_as_is(backend: RecordingBackend) -> None:
+async def test_allowed_ipv6_literal_is_dialled_as_is(backend: LoopbackOnly) -> None:
     fetcher = _fetcher(backend, allowed_hosts=["::1"])
     with pytest.raises(MediaError) as caught:  # the test backend only reaches 127.0.0.1
         await fetcher.fetch("http://[::1]:9/ok", max_bytes=100, param="p")

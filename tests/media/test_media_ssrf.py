@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from media_netfakes import FakeResolver, RecordingBackend, Trap
+from media_netfakes import FakeResolver, Trap
 
+from netguard import LoopbackOnly
 from wanserve.errors import MediaError, MediaForbidden
 from wanserve.media.fetch import MediaFetcher
 
@@ -121,14 +122,14 @@ MALFORMED = {
 }
 
 
-def _fetcher(backend: RecordingBackend) -> MediaFetcher:
+def _fetcher(backend: LoopbackOnly) -> MediaFetcher:
     # Short time-outs: should a URL get through, the test fails fast, not in 30 s.
     return MediaFetcher(
         resolver=FakeResolver(dict(DNS)), network_backend=backend, total_timeout=1.0
     )
 
 
-async def _refused(url: str, trap: Trap, backend: RecordingBackend) -> MediaError:
+async def _refused(url: str, trap: Trap, backend: LoopbackOnly) -> MediaError:
     with pytest.raises(MediaError) as caught:
         await _fetcher(backend).fetch(url.format(port=trap.port), max_bytes=1000, param="p")
     error = caught.value
@@ -139,7 +140,7 @@ async def _refused(url: str, trap: Trap, backend: RecordingBackend) -> MediaErro
 
 
 @pytest.mark.parametrize("url", FORBIDDEN.values(), ids=FORBIDDEN.keys())
-async def test_forbidden_address(url: str, trap: Trap, backend: RecordingBackend) -> None:
+async def test_forbidden_address(url: str, trap: Trap, backend: LoopbackOnly) -> None:
     error = await _refused(url, trap, backend)
     assert isinstance(error, MediaForbidden)
     assert error.code == "media_url_forbidden"
@@ -147,20 +148,20 @@ async def test_forbidden_address(url: str, trap: Trap, backend: RecordingBackend
 
 
 @pytest.mark.parametrize("url", SCHEMES.values(), ids=SCHEMES.keys())
-async def test_forbidden_scheme(url: str, trap: Trap, backend: RecordingBackend) -> None:
+async def test_forbidden_scheme(url: str, trap: Trap, backend: LoopbackOnly) -> None:
     error = await _refused(url, trap, backend)
     assert isinstance(error, MediaForbidden)
     assert error.code == "media_url_forbidden"
 
 
 @pytest.mark.parametrize("url", MALFORMED.values(), ids=MALFORMED.keys())
-async def test_malformed_url(url: str, trap: Trap, backend: RecordingBackend) -> None:
+async def test_malformed_url(url: str, trap: Trap, backend: LoopbackOnly) -> None:
     error = await _refused(url, trap, backend)
     assert error.code == "invalid_media_url"
 
 
 async def test_allowlisted_name_does_not_open_other_hosts(
-    trap: Trap, backend: RecordingBackend
+    trap: Trap, backend: LoopbackOnly
 ) -> None:
     resolver = FakeResolver({"localhost": [["127.0.0.1"]], "media.test": [["127.0.0.1"]]})
     fetcher = MediaFetcher(allowed_hosts=["media.test"], resolver=resolver, network_backend=backend)
@@ -169,9 +170,7 @@ async def test_allowlisted_name_does_not_open_other_hosts(
             await fetcher.fetch(url.format(port=trap.port), max_bytes=10, param="p")
 
 
-async def test_allowlisted_network_does_not_cover_others(
-    trap: Trap, backend: RecordingBackend
-) -> None:
+async def test_allowlisted_network_does_not_cover_others(trap: Trap, backend: LoopbackOnly) -> None:
     fetcher = MediaFetcher(allowed_hosts=["10.0.0.0/8", "::1"], network_backend=backend)
     with pytest.raises(MediaForbidden):
         await fetcher.fetch(f"http://127.0.0.1:{trap.port}/", max_bytes=10, param="p")

@@ -14,8 +14,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from media_netfakes import FakeResolver, RecordingBackend
+from media_netfakes import FakeResolver
 
+from netguard import LoopbackOnly
 from wanserve.errors import MediaError
 from wanserve.media.fetch import MediaFetcher
 
@@ -85,7 +86,7 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_TLSServer]
     server.server_close()
 
 
-def _fetcher(backend: RecordingBackend) -> MediaFetcher:
+def _fetcher(backend: LoopbackOnly) -> MediaFetcher:
     resolver = FakeResolver({"media.test": [["127.0.0.1"]], "other.test": [["127.0.0.1"]]})
     return MediaFetcher(
         allowed_hosts=["127.0.0.1"], resolver=resolver, network_backend=backend, total_timeout=5
@@ -97,7 +98,7 @@ async def test_https_keeps_name_for_sni_and_certificate(
 ) -> None:
     monkeypatch.setenv("SSL_CERT_FILE", str(tls_server.cert_path))
     tls_server.sni_names.clear()
-    backend = RecordingBackend()
+    backend = LoopbackOnly()
     port = tls_server.server_address[1]
     body = await _fetcher(backend).fetch(f"https://media.test:{port}/", max_bytes=100, param="p")
     assert body == f"media.test:{port}".encode()
@@ -116,7 +117,5 @@ async def test_https_certificate_is_verified(
         monkeypatch.delenv("SSL_CERT_DIR", raising=False)
     port = tls_server.server_address[1]
     with pytest.raises(MediaError) as caught:
-        await _fetcher(RecordingBackend()).fetch(
-            f"https://{host}:{port}/", max_bytes=100, param="p"
-        )
+        await _fetcher(LoopbackOnly()).fetch(f"https://{host}:{port}/", max_bytes=100, param="p")
     assert caught.value.code == "media_fetch_failed"

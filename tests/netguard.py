@@ -1,12 +1,13 @@
-"""A media fetcher for API tests that can dial 127.0.0.1 only, whatever the policy says.
+"""Keeping test runs on loopback: a network backend and a fetcher that dial 127.0.0.1 only.
 
-Tests here send URLs naming internal addresses on purpose; if the SSRF policy were ever
-broken, this keeps the test run itself from reaching beyond loopback.
+Tests send URLs naming internal addresses on purpose; if the SSRF policy were ever broken,
+this keeps the test run itself from reaching beyond loopback.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import httpcore
 
@@ -14,12 +15,13 @@ from wanserve.media.fetch import MediaFetcher
 from wanserve.settings import Settings
 
 
+@dataclass
 class LoopbackOnly(httpcore.AsyncNetworkBackend):
-    """Opens TCP connections to 127.0.0.1 and refuses (and records) every other target."""
+    """The real network backend: records every address asked for, dials only 127.0.0.1."""
 
-    def __init__(self) -> None:
-        self.inner = httpcore.AnyIOBackend()
-        self.refused: list[str] = []
+    addresses: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    inner: httpcore.AsyncNetworkBackend = field(default_factory=httpcore.AnyIOBackend)
 
     async def connect_tcp(
         self,
@@ -29,7 +31,8 @@ class LoopbackOnly(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        """Connect if `host` is 127.0.0.1."""
+        """Connect if `host` is 127.0.0.1; record and refuse anything else."""
+        self.addresses.append(host)
         if host != "127.0.0.1":
             self.refused.append(f"{host}:{port}")
             raise httpcore.ConnectError("test network: loopback only")
@@ -40,8 +43,8 @@ class LoopbackOnly(httpcore.AsyncNetworkBackend):
         await self.inner.sleep(seconds)
 
 
-async def _no_dns(host: str, port: int) -> list[str]:
-    # Only literal addresses and localhost: tests never query a real resolver.
+async def no_dns(host: str, port: int) -> list[str]:
+    """Only literal addresses and localhost: tests never query a real resolver."""
     if host == "localhost":
         return ["127.0.0.1"]
     raise OSError(f"test resolver: no DNS for {host}")
@@ -53,6 +56,6 @@ def loopback_fetcher(settings: Settings, backend: LoopbackOnly | None = None) ->
         allowed_hosts=settings.media_allowed_hosts,
         connect_timeout=settings.fetch_connect_timeout,
         total_timeout=settings.fetch_timeout,
-        resolver=_no_dns,
+        resolver=no_dns,
         network_backend=backend or LoopbackOnly(),
     )
