@@ -16,7 +16,8 @@ from PIL import Image
 from skimage import data
 
 from wanserve.engines.base import GenerationRequest, MediaInput
-from wanserve.engines.keyframe import FPS, KeyframeEngine, create_engine, load_frame
+from wanserve.engines.frames import load_frame
+from wanserve.engines.keyframe import FPS, KeyframeEngine, create_engine
 from wanserve.errors import EngineError, JobCancelled
 from wanserve.settings import Settings
 
@@ -100,7 +101,7 @@ def test_video_runs_from_the_first_input_to_the_last(
     first, last = _pan_pair(tmp_path)
     frames = list(engine.generate(_request(first, last), Context(tmp_path)).frames)
     for frame, path in ((frames[0], first), (frames[-1], last)):
-        expected = load_frame(path, (WIDTH, HEIGHT), param="frame").astype(np.int16)
+        expected = np.asarray(load_frame(path, (WIDTH, HEIGHT), param="frame")).astype(np.int16)
         assert np.abs(frame.astype(np.int16) - expected).mean() < 1.5
 
 
@@ -160,7 +161,7 @@ def test_load_frame_honours_exif_orientation_and_crops_to_aspect(tmp_path: Path)
     exif = Image.Exif()
     exif[0x0112] = 6
     Image.fromarray(stored).save(path, exif=exif, quality=95)
-    frame = load_frame(path, (50, 50), param="first_frame")
+    frame = np.asarray(load_frame(path, (50, 50), param="first_frame"))
     assert frame.shape == (50, 50, 3)
     assert frame[5, 25, 0] > 200 and frame[45, 25, 0] < 50  # red ends up on top
 

@@ -17,7 +17,6 @@ from wanserve.errors import MediaError
 from wanserve.media.probe import (
     AudioInfo,
     ImageInfo,
-    load_rgb_image,
     probe_audio,
     probe_image,
     sniff_content_type,
@@ -69,16 +68,6 @@ def test_valid_images(fmt: str, size: tuple[int, int], content_type: str) -> Non
 def test_exif_rotation_swaps_reported_size(tmp_path: Path) -> None:
     data = image_bytes("JPEG", 400, 300, orientation=6)
     assert probe_image(data, param="p") == ImageInfo("jpeg", "image/jpeg", 300, 400)
-    path = tmp_path / "rotated.jpg"
-    path.write_bytes(data)
-    image = load_rgb_image(path)
-    assert (image.mode, image.size) == ("RGB", (300, 400))
-
-
-def test_load_rgb_image_converts_mode(tmp_path: Path) -> None:
-    path = tmp_path / "gray.png"
-    Image.new("LA", (300, 300)).save(path)
-    assert load_rgb_image(path).mode == "RGB"
 
 
 BAD_IMAGES = {

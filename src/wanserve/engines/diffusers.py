@@ -14,11 +14,12 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from wanserve.engines.base import EngineContext, FrameStream, GenerationRequest, MediaInput
+from wanserve.engines.frames import load_frame
 from wanserve.engines.prompt_extend import PromptExtender, prompt_extender
 from wanserve.engines.wan_layouts import (
     WAN_NEGATIVE_PROMPT,
@@ -31,7 +32,6 @@ from wanserve.engines.wan_layouts import (
     read_layout,
 )
 from wanserve.errors import EngineError
-from wanserve.render.geometry import center_crop_box
 from wanserve.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -141,10 +141,12 @@ def _speech_pipeline_class(settings: DiffusersSettings) -> Any:
 
 def _conditioning_image(media: MediaInput, plan: Plan) -> Image.Image:
     """The input frame cropped to the output aspect and sized to the working resolution."""
-    with Image.open(media.path) as opened:
-        image = ImageOps.exif_transpose(opened).convert("RGB")
-    box = center_crop_box(image.width, image.height, plan.output_width, plan.output_height)
-    return image.crop(box).resize((plan.width, plan.height), Image.Resampling.LANCZOS)
+    return load_frame(
+        media.path,
+        (plan.width, plan.height),
+        param="frame",
+        aspect=(plan.output_width, plan.output_height),
+    )
 
 
 class _Progress:

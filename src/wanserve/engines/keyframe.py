@@ -12,18 +12,15 @@ import logging
 import random
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Protocol
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from wanserve.engines.base import EngineContext, FrameStream, GenerationRequest
 from wanserve.engines.flow import FlowInterpolator
+from wanserve.engines.frames import load_frame
 from wanserve.engines.pacing import loudness_envelope, paced_times
-from wanserve.errors import EngineError
-from wanserve.render.geometry import center_crop_box
 from wanserve.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -32,7 +29,6 @@ FPS = 24
 MIN_WORK_WIDTH = 64  # below this, motion estimation has too little to go on
 PUSH_IN = 0.08  # the fallback's zoom: 8% over the whole video, barely noticed but alive
 DISSOLVE = (0.15, 0.85)  # share of the video over which the fallback cross-dissolves
-_ORIENTATION = 0x0112  # EXIF tag
 
 
 class Motion(Protocol):
@@ -95,8 +91,8 @@ class KeyframeEngine:
         frame_count = request.seconds * FPS
         # 1. Inputs at the output size.
         context.raise_if_cancelled()
-        first = load_frame(request.first_frame.path, size, param="first_frame")
-        last = load_frame(request.last_frame.path, size, param="last_frame")
+        first = np.asarray(load_frame(request.first_frame.path, size, param="first_frame"))
+        last = np.asarray(load_frame(request.last_frame.path, size, param="last_frame"))
         context.report_progress(0.01)
         # 2. Motion: flow when the frames show one scene, otherwise the transition.
         context.raise_if_cancelled()
@@ -135,21 +131,6 @@ def create_engine(settings: Settings, options: Mapping[str, Any]) -> KeyframeEng
     if work_width < MIN_WORK_WIDTH:
         raise ValueError(f"keyframe option work_width must be at least {MIN_WORK_WIDTH}")
     return KeyframeEngine(work_width=work_width)
-
-
-def load_frame(path: Path, size: tuple[int, int], *, param: str) -> np.ndarray:
-    """An input image as RGB uint8 at `size`: upright per EXIF, centre-cropped to its aspect."""
-    try:
-        with Image.open(path) as image:
-            # JPEG decodes straight at a reduced scale when it can (sides as stored).
-            turned = image.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8)
-            image.draft("RGB", size[::-1] if turned else size)
-            upright = ImageOps.exif_transpose(image).convert("RGB")
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
-        raise EngineError(f"{param} cannot be decoded as an image: {exc}") from exc
-    box = center_crop_box(upright.width, upright.height, *size)
-    resized = upright.resize(size, Image.Resampling.LANCZOS, box=box)
-    return np.asarray(resized, dtype=np.uint8)
 
 
 def _frames(motion: Motion, times: np.ndarray, context: EngineContext) -> Iterator[np.ndarray]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from pathlib import Path
 
 import av
 import av.error
@@ -17,7 +16,6 @@ from PIL import (
     BmpImagePlugin,
     Image,
     ImageFile,
-    ImageOps,
     JpegImagePlugin,
     PngImagePlugin,
     WebPImagePlugin,
@@ -33,7 +31,7 @@ MAX_AUDIO_SECONDS = 30.0
 
 # Pillow's default decompression-bomb limit (~89 Mpx) is not ours: we accept at most
 # MAX_SIDE x MAX_SIDE pixels, and `probe_image` refuses anything larger from the header
-# alone. Every Image.open elsewhere (e.g. `load_rgb_image`) keeps this as a backstop:
+# alone. Every Image.open elsewhere (e.g. `engines.frames.load_frame`) keeps this as a backstop:
 # Pillow warns above it and refuses outright above twice it.
 Image.MAX_IMAGE_PIXELS = MAX_SIDE * MAX_SIDE
 
@@ -230,10 +228,3 @@ def _check_size(data: bytes, max_bytes: int, param: str) -> None:
             code="media_too_large",
             param=param,
         )
-
-
-def load_rgb_image(path: Path) -> Image.Image:
-    """A checked image file decoded to RGB, turned upright by its EXIF orientation."""
-    with Image.open(path) as image:
-        upright = ImageOps.exif_transpose(image)
-        return upright.convert("RGB")
