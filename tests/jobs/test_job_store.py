@@ -184,3 +184,14 @@ def test_engine_state_survives(store: JobStore):
     job = store.create(make_job())
     store.save_engine_state(job.id, {"task_id": "t-1"})
     assert store.get(job.id).engine_state == {"task_id": "t-1"}
+
+
+def test_count_uses_the_list_filters(store: JobStore):
+    for i in range(3):
+        store.create(make_job("a", created_at=1000.0 + i))
+    store.create(make_job("b"))
+    assert store.count("a") == 3
+    assert store.count("a", created_from=1001.0) == 2
+    assert store.count("a", statuses=[JobStatus.COMPLETED]) == 0
+    assert store.count("a", model="other") == 0
+    assert store.count_unfinished("a") == 3

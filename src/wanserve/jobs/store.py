@@ -24,6 +24,7 @@ IDEMPOTENCY_WINDOW = 24 * 3600
 # Aliases: inside JobStore, `list` names the method.
 Jobs = list[Job]
 JobIds = list[str]
+Statuses = list[JobStatus]
 
 
 def _to_job(row: JobRow) -> Job:
@@ -181,7 +182,7 @@ class JobStore:
         limit: int = 20,
         after: str | None = None,
         order: str = "desc",
-        statuses: list[JobStatus] | None = None,
+        statuses: Statuses | None = None,
         model: str | None = None,
         created_from: float | None = None,
         created_to: float | None = None,
@@ -203,14 +204,7 @@ class JobStore:
                 query = query.where(
                     _tuple_lt(key, anchor_key) if newest_first else _tuple_lt(anchor_key, key)
                 )
-            if statuses:
-                query = query.where(JobRow.status.in_([s.value for s in statuses]))
-            if model:
-                query = query.where(JobRow.model == model)
-            if created_from is not None:
-                query = query.where(JobRow.created_at >= created_from)
-            if created_to is not None:
-                query = query.where(JobRow.created_at <= created_to)
+            query = query.where(*_matching(statuses, model, created_from, created_to))
             if newest_first:
                 query = query.order_by(JobRow.created_at.desc(), JobRow.id.desc())
             else:
@@ -218,19 +212,30 @@ class JobStore:
             rows = session.scalars(query.offset(offset).limit(limit + 1)).all()
             return [_to_job(r) for r in rows[:limit]], len(rows) > limit
 
+    def count(
+        self,
+        owner: str,
+        *,
+        statuses: Statuses | None = None,
+        model: str | None = None,
+        created_from: float | None = None,
+        created_to: float | None = None,
+    ) -> int:
+        """How many of an owner's jobs match the same filters as `list`."""
+        with self.engine.connect() as connection:
+            query = (
+                select(func.count())
+                .select_from(JobRow)
+                .where(
+                    JobRow.owner == owner,
+                    *_matching(statuses, model, created_from, created_to),
+                )
+            )
+            return int(connection.execute(query).scalar_one())
+
     def count_unfinished(self, owner: str) -> int:
         """How many of an owner's jobs are queued or running."""
-        with self.engine.connect() as connection:
-            return int(
-                connection.execute(
-                    select(func.count())
-                    .select_from(JobRow)
-                    .where(
-                        JobRow.owner == owner,
-                        JobRow.status.in_([JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value]),
-                    )
-                ).scalar_one()
-            )
+        return self.count(owner, statuses=[JobStatus.QUEUED, JobStatus.IN_PROGRESS])
 
     def count_by_status(self) -> dict[str, int]:
         """How many jobs of all owners are in each state (for metrics)."""
@@ -411,6 +416,25 @@ class JobStore:
         """Remove the record for good."""
         with self._session() as session:
             session.execute(delete(JobRow).where(JobRow.id == job_id))
+
+
+def _matching(
+    statuses: Statuses | None,
+    model: str | None,
+    created_from: float | None,
+    created_to: float | None,
+) -> list[Any]:
+    """WHERE conditions of the optional list filters."""
+    conditions: list[Any] = []
+    if statuses:
+        conditions.append(JobRow.status.in_([s.value for s in statuses]))
+    if model:
+        conditions.append(JobRow.model == model)
+    if created_from is not None:
+        conditions.append(JobRow.created_at >= created_from)
+    if created_to is not None:
+        conditions.append(JobRow.created_at <= created_to)
+    return conditions
 
 
 def _tuple_lt(left: tuple[Any, Any], right: tuple[Any, Any]) -> Any:

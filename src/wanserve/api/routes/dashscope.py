@@ -65,7 +65,6 @@ DASHSCOPE_STATUS: dict[JobStatus, TaskStatus] = {
 }
 JOB_STATUS: dict[str, JobStatus] = {wire: status for status, wire in DASHSCOPE_STATUS.items()}
 LIST_TIME_FORMATS = ("%Y%m%d%H%M%S", "%Y-%m-%d %H:%M:%S")
-COUNT_PAGE = 100
 
 CREATE_BODY_DOC: dict[str, Any] = {
     "requestBody": {
@@ -221,17 +220,6 @@ def _list_statuses(value: str | None) -> list[JobStatus] | None:
     return [status]
 
 
-def _count(svc: Services, owner: str, filters: dict[str, Any]) -> int:
-    # The store pages but does not count; an owner's jobs only live for the retention.
-    total, offset = 0, 0
-    while True:
-        jobs, more = svc.store.list(owner, limit=COUNT_PAGE, offset=offset, **filters)
-        total += len(jobs)
-        offset += COUNT_PAGE
-        if not more:
-            return total
-
-
 @router.get("/tasks", response_model=TaskList, response_model_exclude_none=True)
 def list_tasks(
     request: Request,
@@ -262,7 +250,7 @@ def list_tasks(
         )
         for job in jobs
     ]
-    total = _count(svc, owner, filters)
+    total = svc.store.count(owner, **filters)
     return TaskList(
         request_id=_request_id(),
         data=entries,
