@@ -341,3 +341,10 @@ def test_create_quota_applies_and_refused_sync_calls_cost_nothing(settings, medi
         answer = quota_client.post(KEYFRAMES, json=ds_body(media_server), headers=ASYNC)
         assert_dashscope_error(answer, 429, "Throttling")
         assert int(answer.headers["Retry-After"]) >= 1
+
+
+def test_task_times_are_in_beijing_time():
+    from wanserve.api.routes.dashscope import dashscope_time
+
+    assert dashscope_time(0.25) == "1970-01-01 08:00:00.250"
+    assert dashscope_time(None) is None

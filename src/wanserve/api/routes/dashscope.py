@@ -8,8 +8,8 @@ the same job on `/v1/videos/{id}`, and the other way round.
 from __future__ import annotations
 
 import math
-import time
 import uuid
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -65,6 +65,8 @@ DASHSCOPE_STATUS: dict[JobStatus, TaskStatus] = {
 }
 JOB_STATUS: dict[str, JobStatus] = {wire: status for status, wire in DASHSCOPE_STATUS.items()}
 LIST_TIME_FORMATS = ("%Y%m%d%H%M%S", "%Y-%m-%d %H:%M:%S")
+# DashScope writes and reads task times in Beijing time, whatever the server's zone.
+DASHSCOPE_TZ = timezone(timedelta(hours=8))
 
 CREATE_BODY_DOC: dict[str, Any] = {
     "requestBody": {
@@ -75,11 +77,11 @@ CREATE_BODY_DOC: dict[str, Any] = {
 
 
 def dashscope_time(stamp: float | None) -> str | None:
-    """DashScope's timestamp format, `2025-06-30 14:37:53.838` (server local time)."""
+    """DashScope's timestamp format, `2025-06-30 14:37:53.838`, in its time zone."""
     if stamp is None:
         return None
-    millis = int(stamp * 1000) % 1000
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) + f".{millis:03d}"
+    moment = datetime.fromtimestamp(stamp, DASHSCOPE_TZ)
+    return moment.strftime("%Y-%m-%d %H:%M:%S") + f".{moment.microsecond // 1000:03d}"
 
 
 def _request_id() -> str:
@@ -202,7 +204,8 @@ def _list_time(value: str | None, param: str) -> float | None:
         return None
     for fmt in LIST_TIME_FORMATS:
         try:
-            return time.mktime(time.strptime(value.strip(), fmt))
+            moment = datetime.strptime(value.strip(), fmt)
+            return moment.replace(tzinfo=DASHSCOPE_TZ).timestamp()
         except ValueError:
             continue
     raise InvalidRequest(
