@@ -24,6 +24,15 @@ pytestmark = pytest.mark.slow
 AUTH_A = {"Authorization": f"Bearer {KEY_A}"}
 
 
+def submit(server, media_server: str, **fields: object) -> str:
+    """Create a job from the seed's body (with `fields`) as key A; its id."""
+    response = httpx.post(
+        f"{server.url}/v1/videos", headers=AUTH_A, json=seed_body(media_server, **fields)
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["id"])
+
+
 def test_seed_curl_request_to_decoded_mp4(server_factory, media_server):
     server = server_factory()
     body = json.dumps(seed_body(media_server, audio=True, size="1080P"))
@@ -138,12 +147,7 @@ def test_restart_finishes_queued_and_interrupted_jobs(server_factory, media_serv
     server = server_factory(workers=1)
     ids = []
     for seconds in ("15", "2"):
-        response = httpx.post(
-            f"{server.url}/v1/videos",
-            headers=AUTH_A,
-            json=seed_body(media_server, seconds=seconds, size="1080P"),
-        )
-        ids.append(response.json()["id"])
+        ids.append(submit(server, media_server, seconds=seconds, size="1080P"))
     deadline = time.monotonic() + 60
     while httpx.get(f"{server.url}/v1/videos/{ids[0]}", headers=AUTH_A).json()["progress"] < 5:
         assert time.monotonic() < deadline
@@ -159,12 +163,7 @@ def test_restart_finishes_queued_and_interrupted_jobs(server_factory, media_serv
 
 def test_eight_jobs_two_workers_each_run_exactly_once(server_factory, media_server):
     server = server_factory(workers=2)
-    ids = [
-        httpx.post(
-            f"{server.url}/v1/videos", headers=AUTH_A, json=seed_body(media_server, seconds="2")
-        ).json()["id"]
-        for _ in range(8)
-    ]
+    ids = [submit(server, media_server, seconds="2") for _ in range(8)]
     for video_id in ids:
         assert wait_done(server.url, video_id)["status"] == "completed"
     with sqlite3.connect(server.data_dir / "wanserve.db") as db:
@@ -176,11 +175,7 @@ def test_eight_jobs_two_workers_each_run_exactly_once(server_factory, media_serv
 
 def test_api_stays_responsive_while_rendering_1080p(server_factory, media_server):
     server = server_factory(workers=1)
-    video_id = httpx.post(
-        f"{server.url}/v1/videos",
-        headers=AUTH_A,
-        json=seed_body(media_server, seconds="10", size="1080P"),
-    ).json()["id"]
+    video_id = submit(server, media_server, seconds="10", size="1080P")
     latencies = []
     while (
         httpx.get(f"{server.url}/v1/videos/{video_id}", headers=AUTH_A).json()["status"]
@@ -213,11 +208,7 @@ def _worker_pids(server_pid: int) -> list[int]:
 
 def test_a_killed_worker_is_replaced_and_its_job_finishes(server_factory, media_server):
     server = server_factory(workers=1)
-    video_id = httpx.post(
-        f"{server.url}/v1/videos",
-        headers=AUTH_A,
-        json=seed_body(media_server, seconds="10", size="1080P"),
-    ).json()["id"]
+    video_id = submit(server, media_server, seconds="10", size="1080P")
     url = f"{server.url}/v1/videos/{video_id}"
     deadline = time.monotonic() + 60
     while httpx.get(url, headers=AUTH_A).json()["progress"] < 5:
