@@ -89,3 +89,22 @@ def test_urlencoded_form_fields(client, media_server):
     response = client.post("/v1/videos", data=fields)
     assert response.status_code == 200, response.text
     assert response.json()["seconds"] == "3"
+
+
+def test_an_oversized_upload_is_refused_naming_the_part(settings, media_dir):
+    from fastapi.testclient import TestClient
+
+    from wanserve.api.app import create_app
+
+    settings.max_image_bytes = 1000
+    with TestClient(create_app(settings, workers=0)) as client:
+        files = [
+            ("model", (None, "wan2.7-i2v")),
+            ("first_frame", ("a.png", (media_dir / "wide-first.png").read_bytes(), "image/png")),
+            ("last_frame", ("b.png", (media_dir / "wide-last.png").read_bytes(), "image/png")),
+        ]
+        response = client.post("/v1/videos", files=files)
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert (error["code"], error["param"]) == ("media_too_large", "first_frame")
+        assert client.get("/v1/videos").json()["data"] == []

@@ -187,17 +187,13 @@ class Intake:
         return created
 
     async def _bytes_of(self, item: MediaSource) -> bytes:
-        limit = self._limit(item.type)
+        # Uploads are size-checked with everything else by the probe in `_check_and_store`.
         if item.data is not None:
-            if len(item.data) > limit:
-                raise InvalidRequest(
-                    f"{item.type} is larger than {limit // (1024 * 1024)} MB.",
-                    code="media_too_large",
-                    param=item.param,
-                )
             return item.data
         assert item.url is not None
-        return await self.fetcher.fetch(item.url, max_bytes=limit, param=item.param)
+        return await self.fetcher.fetch(
+            item.url, max_bytes=self._limit(item.type), param=item.param
+        )
 
     def _limit(self, media_type: str) -> int:
         if media_type == "driving_audio":
