@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 import av
 import numpy as np
@@ -69,3 +70,17 @@ def seed_body(base: str, *, audio: bool = False, **fields: object) -> dict[str, 
     }
     body.update(fields)
     return body
+
+
+class ManualClock:
+    """A clock that moves only when the test moves it; it starts at the real time."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Let `seconds` pass."""
+        self.now += seconds

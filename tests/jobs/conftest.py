@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from helpers import ManualClock
 from wanserve.jobs.store import JobStore
 
 POSTGRES_URL = os.environ.get(
@@ -17,13 +18,19 @@ POSTGRES_URL = os.environ.get(
 )
 
 
+@pytest.fixture
+def clock() -> ManualClock:
+    """The store's clock in this test."""
+    return ManualClock()
+
+
 @pytest.fixture(
     params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)],
 )
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
-    """A freshly migrated store; PostgreSQL gets a throw-away schema per test."""
+def store(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock) -> Iterator[JobStore]:
+    """A freshly migrated store on `clock`; PostgreSQL gets a throw-away schema per test."""
     if request.param == "sqlite":
-        job_store = JobStore.open(f"sqlite:///{tmp_path / 'jobs.db'}")
+        job_store = JobStore.open(f"sqlite:///{tmp_path / 'jobs.db'}", clock=clock)
         yield job_store
         job_store.engine.dispose()
         return
@@ -31,7 +38,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
     admin = create_engine(POSTGRES_URL)
     with admin.begin() as connection:
         connection.execute(text(f"CREATE SCHEMA {schema}"))
-    job_store = JobStore.open(f"{POSTGRES_URL}?options=-csearch_path%3D{schema}")
+    job_store = JobStore.open(f"{POSTGRES_URL}?options=-csearch_path%3D{schema}", clock=clock)
     yield job_store
     job_store.engine.dispose()
     with admin.begin() as connection:

@@ -147,13 +147,12 @@ def test_run_job_runs_a_queued_job_and_drops_a_stale_message(store: JobStore):
     assert worker.executed == [job.id] and store.get(job.id).attempts == 1
 
 
-def test_maintain_publishes_requeued_stale_jobs(store: JobStore):
+def test_maintain_publishes_requeued_stale_jobs(store: JobStore, clock):
     queue = RecordingQueue()
     worker = recording_worker(store, queue)
     job = store.create(make_job())
     store.claim_job(job.id, "dead-worker")
-    worker.settings = Settings(job_lease=0.01)
-    time.sleep(0.05)
+    clock.advance(worker.settings.job_lease + 1)
     worker.maintain(force=True)
     assert store.get(job.id).status is JobStatus.QUEUED
     assert queue.published == [job.id]
@@ -230,3 +229,12 @@ def test_publish_to_a_dead_broker_logs_and_does_not_raise(caplog: pytest.LogCapt
     queue = CeleryQueue("redis://127.0.0.1:1/0")
     queue.publish("video_lost")
     assert "video_lost" in caplog.text
+
+
+def test_the_queue_module_does_not_import_the_worker():
+    """The queue needs only the `JobRunner` protocol: no import cycle with the worker."""
+    import subprocess
+    import sys
+
+    check = "import sys, wanserve.jobs.queue; assert 'wanserve.jobs.worker' not in sys.modules"
+    subprocess.run([sys.executable, "-c", check], check=True)

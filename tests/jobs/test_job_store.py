@@ -115,12 +115,13 @@ def test_completion_requires_the_worker_that_holds_the_job(store: JobStore):
     store.transition(job.id, JobStatus.COMPLETED, expect=JobStatus.IN_PROGRESS, worker_id="w1")
 
 
-def test_stale_jobs_are_requeued_then_failed_after_the_attempt_limit(store: JobStore):
+def test_stale_jobs_are_requeued_then_failed_after_the_attempt_limit(store: JobStore, clock):
     job = store.create(make_job())
     for attempt in (1, 2):
         assert store.claim("dead").attempts == attempt
-        time.sleep(0.05)
-        requeued, failed = store.requeue_stale(lease=0.01, max_attempts=2)
+        assert store.requeue_stale(lease=30, max_attempts=2) == ([], [])  # lease not over
+        clock.advance(31)
+        requeued, failed = store.requeue_stale(lease=30, max_attempts=2)
         if attempt == 1:
             assert requeued == [job.id] and failed == []
             assert store.get(job.id).status is JobStatus.QUEUED
@@ -129,10 +130,12 @@ def test_stale_jobs_are_requeued_then_failed_after_the_attempt_limit(store: JobS
     assert final.status is JobStatus.FAILED and final.error_code == "worker_lost"
 
 
-def test_heartbeat_keeps_a_job_from_being_requeued(store: JobStore):
+def test_heartbeat_keeps_a_job_from_being_requeued(store: JobStore, clock):
     job = store.create(make_job())
     store.claim("alive")
+    clock.advance(20)
     assert store.heartbeat(job.id, "alive")
+    clock.advance(20)
     assert store.requeue_stale(lease=30, max_attempts=3) == ([], [])
     assert not store.heartbeat(job.id, "someone-else")
 

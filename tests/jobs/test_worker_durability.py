@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import errno
-import time
 from pathlib import Path
 
-from helpers import seed_body
+from helpers import ManualClock, seed_body
+from wanserve.engines.registry import EngineRegistry
 from wanserve.jobs.model import JobStatus
 from wanserve.jobs.runtime import build_worker
+from wanserve.jobs.store import JobStore
+from wanserve.jobs.worker import Worker
+from wanserve.settings import Settings
 from wanserve.storage.local import LocalStorage
 
 
@@ -38,14 +41,23 @@ def test_a_full_disk_sends_the_job_back_to_the_queue(client, settings, media_ser
     assert client.get(f"/v1/videos/{created['id']}").json()["status"] == "completed"
 
 
-def test_expired_files_are_swept_and_content_says_so(client, settings, media_server):
-    settings.retention = 0.5
+def worker_on(settings: Settings, clock: ManualClock) -> Worker:
+    """A worker on the test's database and files whose store runs on `clock`."""
+    store = JobStore.open(settings.resolved_database_url, clock=clock)
+    files = LocalStorage(settings.data_dir / "files")
+    return Worker(settings, store, files, EngineRegistry(settings))
+
+
+def test_expired_files_are_swept_and_content_says_so(client, settings, media_server, clock):
+    settings.retention = 600
     created = client.post("/v1/videos", json=seed_body(media_server)).json()
-    worker = build_worker(settings)
+    worker = worker_on(settings, clock)
     worker.run_once()
     video = client.get(f"/v1/videos/{created['id']}").json()
-    assert video["expires_at"] - video["completed_at"] in (0, 1)
-    time.sleep(1.1)
+    assert video["expires_at"] - video["completed_at"] in (600, 601)
+    worker.maintain(force=True)
+    assert client.get(f"/v1/videos/{created['id']}/content").status_code == 200
+    clock.advance(601)
     worker.maintain(force=True)
     output = settings.data_dir / "files" / "jobs" / created["id"] / "output"
     assert not output.exists() or not any(output.iterdir())

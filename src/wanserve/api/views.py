@@ -7,8 +7,8 @@ from fastapi import Request
 from wanserve.api.schemas import VideoError, VideoObject
 from wanserve.api.services import Services
 from wanserve.jobs.model import Job, JobStatus
-from wanserve.jobs.worker import output_key
 from wanserve.settings import Settings
+from wanserve.storage.layout import output_key
 
 WIRE_STATUS = {JobStatus.CANCELLED: "failed"}
 

@@ -29,22 +29,9 @@ from wanserve.media.probe import probe_audio, probe_image
 from wanserve.render.geometry import tier_size
 from wanserve.settings import Settings
 from wanserve.storage.base import Storage
+from wanserve.storage.layout import job_prefix, media_key
 
 logger = logging.getLogger(__name__)
-
-MEDIA_TYPES = ("first_frame", "last_frame", "driving_audio")
-EXTENSIONS = {
-    "image/jpeg": ".jpg",
-    "image/png": ".png",
-    "image/bmp": ".bmp",
-    "image/webp": ".webp",
-    "audio/wav": ".wav",
-    "audio/mpeg": ".mp3",
-    "audio/aac": ".aac",
-    "audio/mp4": ".m4a",
-    "audio/flac": ".flac",
-    "audio/ogg": ".ogg",
-}
 
 
 @dataclass(frozen=True)
@@ -178,7 +165,7 @@ class Intake:
         )
         if created.id != job.id:
             # A concurrent retry with the same key won the race: drop our copy's files.
-            self.storage.delete_prefix(f"jobs/{job.id}/")
+            self.storage.delete_prefix(job_prefix(job.id))
             return created
         if idempotency_key:
             self.store.remember_idempotency(job.owner, idempotency_key, fingerprint, job.id)
@@ -220,7 +207,7 @@ class Intake:
             refs.append(
                 replace(
                     ref,
-                    key=self._media_key(job_id, item.type, ref.content_type),
+                    key=media_key(job_id, item.type, ref.content_type),
                     source_url=public_url,
                 )
             )
@@ -229,23 +216,19 @@ class Intake:
                 self.storage.put_bytes(ref.key, data, ref.content_type)
         except OSError as exc:
             # No id was given out yet: refuse cleanly, and leave no partial job behind.
-            self.storage.delete_prefix(f"jobs/{job_id}/")
+            self.storage.delete_prefix(job_prefix(job_id))
             logger.error("job %s: media could not be stored: %s", job_id, exc.strerror)
             raise Unavailable(
                 "The server could not store the media; try again later.", code="storage_full"
             ) from exc
         return refs
 
-    @staticmethod
-    def _media_key(job_id: str, media_type: str, content_type: str) -> str:
-        return f"jobs/{job_id}/media/{media_type}{EXTENSIONS.get(content_type, '.bin')}"
-
     def remix(self, source: Job, prompt: str) -> Job:
         """A new queued job with the source's media, seed and settings and a new prompt."""
         job_id = new_job_id()
         media = []
         for ref in source.media:
-            key = self._media_key(job_id, ref.type, ref.content_type)
+            key = media_key(job_id, ref.type, ref.content_type)
             self._copy(ref.key, key, ref.content_type)
             media.append(replace(ref, key=key))
         job = Job(

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from celery import Celery
 
     from wanserve.jobs.store import JobStore
-    from wanserve.jobs.worker import Worker
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +31,23 @@ DEFAULT_QUEUE = "wanserve"
 # A queued job older than this with no message waiting in the broker is announced again.
 STRANDED_AFTER = 10.0
 PUBLISH_RETRY = {"max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+
+
+class JobRunner(Protocol):
+    """What a queue needs of a worker (the worker module imports the queue, not back)."""
+
+    worker_id: str
+    settings: Settings
+    stopping: threading.Event
+
+    def run(self) -> None:
+        """Poll the database for jobs until `stopping` is set."""
+
+    def maintain(self, *, force: bool = False) -> None:
+        """Re-queue jobs of dead workers, sweep stranded jobs and expired files."""
+
+    def run_job(self, job_id: str) -> bool:
+        """Claim and run one announced job; False when it is not queued any more."""
 
 
 class JobQueue(Protocol):
@@ -43,7 +59,7 @@ class JobQueue(Protocol):
     def sweep(self, store: JobStore) -> list[str]:
         """Announce again queued jobs whose announcement may be lost; returns their ids."""
 
-    def consume(self, worker: Worker) -> None:
+    def consume(self, worker: JobRunner) -> None:
         """Run jobs with `worker` until `worker.stopping` is set."""
 
     def check(self) -> None:
@@ -63,7 +79,7 @@ class DatabaseQueue:
         """Nothing can be lost: the rows are the queue."""
         return []
 
-    def consume(self, worker: Worker) -> None:
+    def consume(self, worker: JobRunner) -> None:
         """The polling loop, `Worker.run`."""
         worker.run()
 
@@ -87,7 +103,7 @@ class CeleryQueue:
         self.broker_url = broker_url
         self.queue_name = queue_name
         self.stranded_after = stranded_after
-        self._worker: Worker | None = None
+        self._worker: JobRunner | None = None
 
     @cached_property
     def app(self) -> Celery:
@@ -159,7 +175,7 @@ class CeleryQueue:
             self.publish(job_id)
         return stranded
 
-    def consume(self, worker: Worker) -> None:
+    def consume(self, worker: JobRunner) -> None:
         """Run a Celery worker (one job at a time) for `worker`, maintenance in a thread."""
         from celery.worker import state
 
@@ -200,7 +216,7 @@ class CeleryQueue:
         logger.info("worker %s consuming queue %s", worker_id, self.queue_name)
 
     @staticmethod
-    def _maintain(worker: Worker, state: Any) -> None:
+    def _maintain(worker: JobRunner, state: Any) -> None:
         first = True
         while first or not worker.stopping.wait(worker.settings.poll_interval):
             try:

@@ -8,7 +8,7 @@ SQLite and PostgreSQL alike, without locks held across the work.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -55,16 +55,19 @@ def _to_job(row: JobRow) -> Job:
 class JobStore:
     """Jobs in a SQL database (SQLite by default, PostgreSQL for several machines)."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time):
         self.engine = engine
+        # Every time the store stamps or compares (leases, idempotency windows, expiry)
+        # comes from here, so tests move time instead of sleeping.
+        self.clock = clock
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
-    def open(cls, url: str) -> JobStore:
+    def open(cls, url: str, *, clock: Callable[[], float] = time.time) -> JobStore:
         """Connect to `url` and bring its schema up to date."""
         engine = make_engine(url)
         migrate(engine)
-        return cls(engine)
+        return cls(engine, clock=clock)
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
@@ -72,9 +75,31 @@ class JobStore:
             yield session
 
     def _update(self, *guard: Any, **values: Any) -> bool:
-        """One compare-and-set UPDATE of a single job row; True when it matched."""
+        """One compare-and-set UPDATE of a single job row; True when it matched.
+
+        Never a status: those go through `_apply`, which checks the transition table.
+        """
+        assert "status" not in values, "status changes go through _apply"
         with self._session() as session:
             result = session.execute(update(JobRow).where(*guard).values(**values))
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    def _apply(
+        self, job_id: str, current: JobStatus, target: JobStatus, *guard: Any, **values: Any
+    ) -> bool:
+        """The one writer of job statuses: `current -> target` if the table allows it.
+
+        Atomic as a compare-and-set on the status (and any extra `guard`): True when the
+        job was still `current` and moved, False when something else moved it first.
+        Raises `IllegalTransition` for a move the table forbids.
+        """
+        check_transition(current, target)
+        with self._session() as session:
+            result = session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status == current.value, *guard)
+                .values(status=target.value, **values)
+            )
         return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
     @staticmethod
@@ -150,14 +175,14 @@ class JobStore:
                     key=key,
                     job_id=job_id,
                     request_hash=request_hash,
-                    created_at=time.time(),
+                    created_at=self.clock(),
                 )
             )
 
     def find_idempotent(self, owner: str, key: str, request_hash: str) -> Job | None:
         """The job an unexpired `key` made, or None; raises if the body differs."""
         with self._session() as session:
-            return self._idempotent_job(session, owner, key, request_hash, now=time.time())
+            return self._idempotent_job(session, owner, key, request_hash, now=self.clock())
 
     def get(self, job_id: str, owner: str | None = None) -> Job | None:
         """The job, or None; with `owner`, other owners' jobs are None too."""
@@ -263,18 +288,12 @@ class JobStore:
         `IllegalTransition` for a move the table forbids and `Conflict` when the job
         changed under us (or is gone).
         """
+        guard = [JobRow.worker_id == worker_id] if worker_id is not None else []
         for _ in range(5):
             current = expect or self.status_of(job_id)
             if current is None:
                 raise Conflict("the job no longer exists", code="not_found")
-            check_transition(current, target)
-            values = {"status": target.value, **fields}
-            guard = [JobRow.id == job_id, JobRow.status == current.value]
-            if worker_id is not None:
-                guard.append(JobRow.worker_id == worker_id)
-            with self._session() as session:
-                updated = session.execute(update(JobRow).where(*guard).values(**values)).rowcount  # type: ignore[attr-defined]
-            if updated == 1:
+            if self._apply(job_id, current, target, *guard, **fields):
                 job = self.get(job_id)
                 assert job is not None
                 return job
@@ -301,11 +320,11 @@ class JobStore:
 
     def claim_job(self, job_id: str, worker_id: str) -> Job | None:
         """Take this one job for `worker_id` if it is still queued, else None."""
-        now = time.time()
-        won = self._update(
-            JobRow.id == job_id,
-            JobRow.status == JobStatus.QUEUED.value,
-            status=JobStatus.IN_PROGRESS.value,
+        now = self.clock()
+        won = self._apply(
+            job_id,
+            JobStatus.QUEUED,
+            JobStatus.IN_PROGRESS,
             worker_id=worker_id,
             started_at=now,
             heartbeat_at=now,
@@ -327,7 +346,7 @@ class JobStore:
 
     def heartbeat(self, job_id: str, worker_id: str) -> bool:
         """Extend a running job's lease; False when the job is no longer ours to run."""
-        return self._update(*self._held(job_id, worker_id), heartbeat_at=time.time())
+        return self._update(*self._held(job_id, worker_id), heartbeat_at=self.clock())
 
     def set_progress(self, job_id: str, progress: int) -> None:
         """Raise a running job's progress; never lowers it, never touches finished jobs."""
@@ -348,7 +367,7 @@ class JobStore:
 
         Returns (requeued ids, failed ids).
         """
-        cutoff = time.time() - lease
+        cutoff = self.clock() - lease
         with self._session() as session:
             stale = session.scalars(
                 select(JobRow).where(
@@ -365,17 +384,13 @@ class JobStore:
                     {
                         "error_code": "worker_lost",
                         "error_message": f"The worker running this job stopped {attempts} times.",
-                        "completed_at": time.time(),
+                        "completed_at": self.clock(),
                     },
                 )
             else:
                 target, fields = JobStatus.QUEUED, {"worker_id": None}
-            moved = self._update(
-                JobRow.id == job_id,
-                JobRow.status == JobStatus.IN_PROGRESS.value,
-                JobRow.heartbeat_at < cutoff,
-                status=target.value,
-                **fields,
+            moved = self._apply(
+                job_id, JobStatus.IN_PROGRESS, target, JobRow.heartbeat_at < cutoff, **fields
             )
             if moved:
                 (failed if target is JobStatus.FAILED else requeued).append(job_id)
@@ -383,9 +398,11 @@ class JobStore:
 
     def release(self, job_id: str, worker_id: str) -> bool:
         """Hand a running job back to the queue without counting the attempt (shutdown)."""
-        return self._update(
-            *self._held(job_id, worker_id),
-            status=JobStatus.QUEUED.value,
+        return self._apply(
+            job_id,
+            JobStatus.IN_PROGRESS,
+            JobStatus.QUEUED,
+            JobRow.worker_id == worker_id,
             worker_id=None,
             attempts=JobRow.attempts - 1,
         )
@@ -410,7 +427,7 @@ class JobStore:
             row = session.get(JobRow, job_id)
             if row is not None:
                 row.result = {}
-                row.files_deleted_at = time.time()
+                row.files_deleted_at = self.clock()
 
     def delete(self, job_id: str) -> None:
         """Remove the record for good."""

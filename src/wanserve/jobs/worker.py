@@ -9,7 +9,6 @@ import shutil
 import socket
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,15 +23,11 @@ from wanserve.jobs.store import JobStore
 from wanserve.render.pipeline import RenderedVideo, render_output
 from wanserve.settings import Settings
 from wanserve.storage.base import Storage
+from wanserve.storage.layout import OUTPUT_FILES, output_key, output_prefix
 
 logger = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 60.0
-OUTPUT_FILES = {
-    "video": ("video.mp4", "video/mp4"),
-    "thumbnail": ("thumbnail.webp", "image/webp"),
-    "spritesheet": ("spritesheet.jpg", "image/jpeg"),
-}
 
 
 class WorkerStopping(JobCancelled):
@@ -45,16 +40,6 @@ class JobLost(JobCancelled):
     Distinct from a plain `JobCancelled` (the client cancelled or deleted it) so an
     upstream engine does not cancel a provider task that another worker may be resuming.
     """
-
-
-def job_prefix(job_id: str) -> str:
-    """Storage prefix of everything belonging to one job."""
-    return f"jobs/{job_id}/"
-
-
-def output_key(job_id: str, variant: str) -> str:
-    """Storage key of one output variant (`video`, `thumbnail`, `spritesheet`)."""
-    return f"{job_prefix(job_id)}output/{OUTPUT_FILES[variant][0]}"
 
 
 class JobContext:
@@ -130,6 +115,7 @@ class Worker:
         self.queue = queue or DatabaseQueue()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stopping = threading.Event()
+        self.clock = store.clock
         self._last_maintenance = 0.0
 
     def run(self) -> None:
@@ -143,7 +129,7 @@ class Worker:
 
     def maintain(self, *, force: bool = False) -> None:
         """Re-queue jobs of dead workers and delete expired files, now and then."""
-        now = time.time()
+        now = self.clock()
         if not force and now - self._last_maintenance < min(
             SWEEP_INTERVAL, self.settings.job_lease / 2
         ):
@@ -159,7 +145,7 @@ class Worker:
             logger.error("job %s: worker lost too often, failed", job_id)
         self.queue.sweep(self.store)
         for job in self.store.expired(now):
-            self.storage.delete_prefix(job_prefix(job.id) + "output/")
+            self.storage.delete_prefix(output_prefix(job.id))
             self.store.mark_swept(job.id)
             logger.info("job %s: files expired and deleted", job.id)
 
@@ -289,8 +275,10 @@ class Worker:
             "spritesheet": rendered.spritesheet_path,
         }
         for variant, path in paths.items():
-            self.storage.put_file(output_key(job.id, variant), path, OUTPUT_FILES[variant][1])
-        now = time.time()
+            self.storage.put_file(
+                output_key(job.id, variant), path, OUTPUT_FILES[variant].content_type
+            )
+        now = self.clock()
         result = {
             "width": rendered.width,
             "height": rendered.height,
@@ -314,7 +302,7 @@ class Worker:
             )
         except Conflict:
             # Cancelled or deleted while we stored the files: they must not outlive it.
-            self.storage.delete_prefix(job_prefix(job.id) + "output/")
+            self.storage.delete_prefix(output_prefix(job.id))
             logger.info("job %s: finished after it was cancelled; output discarded", job.id)
             return
         logger.info(
@@ -347,7 +335,7 @@ class Worker:
                 worker_id=self.worker_id,
                 error_code=str(code),
                 error_message=message,
-                completed_at=time.time(),
+                completed_at=self.clock(),
             )
         except Conflict:
             logger.info("job %s: already settled elsewhere", job.id)

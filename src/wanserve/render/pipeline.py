@@ -18,12 +18,13 @@ from wanserve.errors import EngineError
 from wanserve.render.encoder import Mp4Writer, frame_rate
 from wanserve.render.preview import PreviewSampler, decode_frames, previews_from_file
 from wanserve.render.watermark import apply_watermark
+from wanserve.storage.layout import OUTPUT_FILES
 
 logger = logging.getLogger(__name__)
 
-VIDEO_NAME = "video.mp4"
-THUMBNAIL_NAME = "thumbnail.webp"
-SPRITESHEET_NAME = "spritesheet.jpg"
+VIDEO_NAME = OUTPUT_FILES["video"].name
+THUMBNAIL_NAME = OUTPUT_FILES["thumbnail"].name
+SPRITESHEET_NAME = OUTPUT_FILES["spritesheet"].name
 
 
 @dataclass(frozen=True)

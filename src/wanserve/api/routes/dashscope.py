@@ -30,10 +30,10 @@ from wanserve.api.dashscope_schemas import (
 )
 from wanserve.api.forms import parse_json_body
 from wanserve.api.quota import CreateQuotaCheck
-from wanserve.api.routes.videos import cancel_job
 from wanserve.api.services import Services, caller, services
 from wanserve.api.views import base_url, video_url
 from wanserve.errors import Conflict, InvalidRequest, NotFound
+from wanserve.jobs.lifecycle import cancel_job
 from wanserve.jobs.model import Job, JobStatus
 
 ERROR_TEXT = {
@@ -188,7 +188,7 @@ def cancel_task(task_id: str, request: Request, svc: Svc, owner: Owner) -> TaskA
     """Cancel a PENDING or RUNNING task (DashScope allows PENDING only; we allow both)."""
     job = _task_or_404(svc, task_id, owner)
     try:
-        job = cancel_job(svc, job)
+        job = cancel_job(svc.store, job)
     except Conflict as exc:
         current = svc.store.get(task_id, owner) or job
         raise Conflict(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import time
 from typing import Annotated, Any, Literal
 
 from anyio import to_thread
@@ -22,10 +20,11 @@ from wanserve.api.schemas import (
 )
 from wanserve.api.services import Services, caller, services
 from wanserve.api.views import base_url, video_object
-from wanserve.errors import Conflict, InvalidRequest, NotFound
+from wanserve.errors import InvalidRequest, NotFound
 from wanserve.jobs.intake import MediaSource
-from wanserve.jobs.model import ErrorCode, Job, JobStatus
-from wanserve.jobs.worker import OUTPUT_FILES, job_prefix, output_key
+from wanserve.jobs.lifecycle import cancel_job, delete_job
+from wanserve.jobs.model import Job, JobStatus
+from wanserve.storage.layout import OUTPUT_FILES, output_key
 
 ERROR_TEXT = {
     400: "Invalid request (the param names the field)",
@@ -196,7 +195,7 @@ def download_content(
     if not job.result:
         raise NotFound(f"The files of video '{video_id}' have expired.", code="video_expired")
     key = output_key(job.id, variant)
-    filename, media_type = OUTPUT_FILES[variant]
+    filename, media_type = OUTPUT_FILES[variant].name, OUTPUT_FILES[variant].content_type
     path = svc.storage.local_path(key)
     if path is not None:
         if not path.exists():
@@ -234,39 +233,12 @@ async def remix_video(
     return _answer(request, response, svc, job)
 
 
-def cancel_job(svc: Services, job: Job) -> Job:
-    """Cancel an unfinished job; a finished one is a 400 `video_already_finished`."""
-    if job.status.is_finished:
-        raise Conflict(
-            f"Video '{job.id}' already finished ({job.status.value}).",
-            code="video_already_finished",
-        )
-    try:
-        return svc.store.transition(
-            job.id,
-            JobStatus.CANCELLED,
-            error_code=ErrorCode.CANCELLED.value,
-            error_message="The job was cancelled.",
-            completed_at=time.time(),
-        )
-    except Conflict:
-        current = svc.store.get(job.id)
-        if current is None:
-            raise NotFound(f"No video found with id '{job.id}'.", code="video_not_found") from None
-        if current.status.is_finished:
-            raise Conflict(
-                f"Video '{job.id}' already finished ({current.status.value}).",
-                code="video_already_finished",
-            ) from None
-        raise
-
-
 @router.post("/videos/{video_id}/cancel", response_model=VideoObject)
 def cancel_video(
     video_id: str, request: Request, response: Response, svc: Svc, owner: Owner
 ) -> VideoObject:
     """Cancel a queued or running job: it ends `failed` with code `cancelled`."""
-    job = cancel_job(svc, _job_or_404(svc, video_id, owner))
+    job = cancel_job(svc.store, _job_or_404(svc, video_id, owner))
     return _answer(request, response, svc, job)
 
 
@@ -274,13 +246,8 @@ def cancel_video(
 def delete_video(video_id: str, svc: Svc, owner: Owner) -> VideoDeleted:
     """Cancel the job if unfinished, then delete its record and files."""
     job = _job_or_404(svc, video_id, owner)
-    if not job.status.is_finished:
-        # If it finished meanwhile, deleting is still what was asked.
-        with contextlib.suppress(Conflict):
-            cancel_job(svc, job)
-    svc.store.delete(job.id)
-    svc.storage.delete_prefix(job_prefix(job.id))
+    delete_job(svc.store, svc.storage, job)
     return VideoDeleted(id=job.id)
 
 
-__all__ = ["CreateVideoBody", "cancel_job", "router"]
+__all__ = ["CreateVideoBody", "router"]
