@@ -17,7 +17,7 @@ from wanserve.api.limits import BodyLimit
 from wanserve.api.metrics import Metrics
 from wanserve.api.openapi import install_openapi
 from wanserve.api.quota import CreateQuota
-from wanserve.api.routes import dashscope, system, videos
+from wanserve.api.routes import dashscope, playground, system, videos
 from wanserve.api.services import Services
 from wanserve.api.signing import UrlSigner
 from wanserve.engines.registry import EngineRegistry
@@ -101,6 +101,8 @@ def create_app(
     app.include_router(videos.router)
     app.include_router(system.router)
     app.include_router(dashscope.router)
+    app.include_router(playground.router)
+    app.mount("/static", playground.static_files(), name="static")
 
     @app.middleware("http")
     async def time_requests(request: Request, call_next: Any) -> Any:

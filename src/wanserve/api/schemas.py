@@ -11,6 +11,13 @@ MEDIA_TYPES = ("first_frame", "last_frame", "driving_audio")
 TIERS = ("720P", "1080P")
 _PIXEL_SIZE = re.compile(r"^\s*(\d{2,5})\s*[xX]\s*(\d{2,5})\s*$")
 MAX_SEED = 2147483647
+MIN_SECONDS, MAX_SECONDS = 2, 15
+MAX_PROMPT_CHARS = 5000
+MAX_NEGATIVE_PROMPT_CHARS = 500
+# `WIDTHxHEIGHT` sizes: each side a multiple of PIXEL_STEP in PIXEL_SIDE, area capped.
+PIXEL_SIDE = (240, 1920)
+PIXEL_STEP = 8
+MAX_PIXEL_AREA = 1920 * 1080
 
 
 def parse_pixel_size(size: str) -> tuple[int, int] | None:
@@ -22,9 +29,12 @@ def parse_pixel_size(size: str) -> tuple[int, int] | None:
 def checked_pixel_size(pixels: tuple[int, int], separator: str = "x") -> str:
     """`WIDTHxHEIGHT` for sides that are multiples of 8 in 240..1920 within 1920x1080 pixels."""
     width, height = pixels
-    if not all(240 <= side <= 1920 and side % 8 == 0 for side in pixels):
-        raise ValueError("each side of size must be a multiple of 8 from 240 to 1920")
-    if width * height > 1920 * 1080:
+    low, high = PIXEL_SIDE
+    if not all(low <= side <= high and side % PIXEL_STEP == 0 for side in pixels):
+        raise ValueError(
+            f"each side of size must be a multiple of {PIXEL_STEP} from {low} to {high}"
+        )
+    if width * height > MAX_PIXEL_AREA:
         raise ValueError(f"size must be at most 1920{separator}1080 pixels in area")
     return f"{width}x{height}"
 
@@ -48,10 +58,12 @@ class CreateVideoBody(BaseModel):
         description="first_frame and last_frame required, driving_audio optional, each once",
         max_length=3,
     )
-    prompt: str | None = Field(default=None, max_length=5000)
-    negative_prompt: str | None = Field(default=None, max_length=500)
+    prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    negative_prompt: str | None = Field(default=None, max_length=MAX_NEGATIVE_PROMPT_CHARS)
     size: str = Field(default="1080P", examples=["1080P", "720P", "1280x720"])
-    seconds: int = Field(default=5, ge=2, le=15, description='integer 2..15, e.g. "5" or 5')
+    seconds: int = Field(
+        default=5, ge=MIN_SECONDS, le=MAX_SECONDS, description='integer 2..15, e.g. "5" or 5'
+    )
     prompt_extend: bool = True
     watermark: bool = False
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
@@ -96,7 +108,7 @@ class RemixBody(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    prompt: str = Field(min_length=1, max_length=5000)
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
 
 
 class VideoError(BaseModel):

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from wanserve.api.schemas import ModelList, ModelObject
@@ -15,7 +14,6 @@ from wanserve.api.services import Services, caller, services
 from wanserve.errors import Unauthorized
 
 router = APIRouter()
-PLAYGROUND = Path(__file__).resolve().parent.parent / "static" / "index.html"
 Svc = Annotated[Services, Depends(services)]
 STARTED = int(time.time())
 
@@ -29,12 +27,6 @@ def list_models(svc: Svc, _owner: Annotated[str, Depends(caller)]) -> ModelList:
             for name, route in sorted(svc.registry.routes.items())
         ]
     )
-
-
-@router.get("/", include_in_schema=False)
-def playground() -> FileResponse:
-    """A page to submit and watch jobs from a browser."""
-    return FileResponse(PLAYGROUND, media_type="text/html")
 
 
 @router.get("/healthz", tags=["health"])
