@@ -1,5 +1,7 @@
-"""Fixtures of the end-to-end tests live in e2e_helpers (importable by the tests too)."""
+"""Fixtures of the end-to-end tests live in e2e_helpers and playground_page (importable by
+the tests too)."""
 
 from e2e_helpers import server_factory
+from playground_page import browser, playground
 
-__all__ = ["server_factory"]
+__all__ = ["browser", "playground", "server_factory"]
