@@ -6,6 +6,9 @@ const KEY_STORAGE = "wanserve.apiKey";
 const FINISHED = new Set(["completed", "failed"]);
 
 export const isFinished = (video) => FINISHED.has(video.status);
+export const STATUS_TEXT = {
+  queued: "queued", in_progress: "in progress", completed: "completed", failed: "failed", unknown: "unknown",
+};
 
 export const apiKey = {
   get: () => localStorage.getItem(KEY_STORAGE) || "",
@@ -34,8 +37,8 @@ async function errorOf(response) {
 }
 
 /** A JSON call; resolves {body, headers}, rejects with ApiError (status 0: no answer). */
-export async function request(path, { method = "GET", json, form, signal, headers = {} } = {}) {
-  const init = { method, signal, headers: { ...authHeaders(), ...headers } };
+export async function request(path, { method = "GET", json, form, signal } = {}) {
+  const init = { method, signal, headers: authHeaders() };
   if (json !== undefined) {
     init.body = JSON.stringify(json);
     init.headers["Content-Type"] = "application/json";

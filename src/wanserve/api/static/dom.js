@@ -9,7 +9,6 @@ export function h(tag, attrs = {}, ...children) {
   for (const [name, value] of Object.entries(attrs)) {
     if (value === null || value === undefined || value === false) continue;
     if (name.startsWith("on")) element.addEventListener(name.slice(2), value);
-    else if (name === "dataset") Object.assign(element.dataset, value);
     else if (value === true) element.setAttribute(name, "");
     else element.setAttribute(name, String(value));
   }
@@ -50,8 +49,8 @@ export const fieldErrors = {
     message.textContent = "";
     for (const control of controlsOf(message)) control.removeAttribute("aria-invalid");
   },
-  clearAll(scope = document) {
-    for (const message of scope.querySelectorAll("form .field-error[data-field]")) {
+  clearAll() {
+    for (const message of document.querySelectorAll("form .field-error[data-field]")) {
       this.clear(message.dataset.field);
     }
   },

@@ -54,18 +54,21 @@ export class CreateForm {
     const chosen = size.value;
     for (const option of [...size.options]) if (option.value !== "custom") option.remove();
     for (const tier of config.size.tiers) size.insertBefore(new Option(tier, tier), size.lastElementChild);
-    size.value = chosen && chosen !== "custom" && config.size.tiers.includes(chosen) ? chosen : config.size.default;
+    size.value = config.size.tiers.includes(chosen) ? chosen : config.size.default;
     const { pixel_side_min: low, pixel_side_max: high, pixel_step: step } = config.size;
     for (const id of ["width", "height"]) Object.assign($(id), { min: low, max: high, step });
-    $("size-hint").textContent = `Tiers keep the first frame's aspect. Custom sides: multiples of ${step}, ${low}–${high} px.`;
+    $("size-hint").textContent =
+      `Tiers keep the first frame's aspect. Custom sides: multiples of ${step}, ${low}–${high} px.`;
     const seconds = $("seconds");
     Object.assign(seconds, { min: config.seconds.min, max: config.seconds.max });
     if (!seconds.value) seconds.value = config.seconds.default;
     $("seconds-hint").textContent = `${config.seconds.min}–${config.seconds.max} s`;
     Object.assign($("seed"), { min: config.seed.min, max: config.seed.max });
     const { image, audio } = config;
-    const imageText = `JPEG, PNG, BMP or WEBP · sides ${image.min_side}–${image.max_side} px · up to ${formatBytes(image.max_bytes)}`;
-    const audioText = `WAV, MP3, AAC, FLAC or OGG · ${audio.min_seconds}–${audio.max_seconds} s · up to ${formatBytes(audio.max_bytes)}`;
+    const imageText = `JPEG, PNG, BMP or WEBP · sides ${image.min_side}–${image.max_side} px`
+      + ` · up to ${formatBytes(image.max_bytes)}`;
+    const audioText = `WAV, MP3, AAC, FLAC or OGG · ${audio.min_seconds}–${audio.max_seconds} s`
+      + ` · up to ${formatBytes(audio.max_bytes)}`;
     for (const input of this.media) {
       input.setLimits(input.kind === "image" ? image : audio);
       input.empty.title = input.kind === "image" ? imageText : audioText;
@@ -109,11 +112,13 @@ export class CreateForm {
     if (!config) return found;
     for (const id of ["prompt", "negative_prompt"]) {
       const used = charCount($(id).value);
-      if (used > this.limitOf(id)) found.push([id, `At most ${this.limitOf(id)} characters (this is ${used}).`]);
+      const limit = this.limitOf(id);
+      if (used > limit) found.push([id, `At most ${limit} characters (this is ${used}).`]);
     }
     const seconds = $("seconds").value;
-    if (!isInteger(seconds) || +seconds < config.seconds.min || +seconds > config.seconds.max) {
-      found.push(["seconds", `Seconds must be a whole number from ${config.seconds.min} to ${config.seconds.max}.`]);
+    const { min, max } = config.seconds;
+    if (!isInteger(seconds) || +seconds < min || +seconds > max) {
+      found.push(["seconds", `Seconds must be a whole number from ${min} to ${max}.`]);
     }
     const seed = $("seed").value.trim();
     if (seed && (!isInteger(seed) || +seed > config.seed.max)) {
@@ -125,13 +130,15 @@ export class CreateForm {
     }
     const upload = this.media.reduce((sum, input) => sum + (input.file?.size || 0), 0);
     if (upload > config.max_upload_bytes) {
-      found.push(["general", `The files add up to ${formatBytes(upload)}; one request may carry at most ${formatBytes(config.max_upload_bytes)}.`]);
+      const most = formatBytes(config.max_upload_bytes);
+      found.push(["general", `The files add up to ${formatBytes(upload)}; one request takes at most ${most}.`]);
     }
     return found;
   }
 
   customSizeProblem() {
-    const { pixel_side_min: low, pixel_side_max: high, pixel_step: step, max_pixel_area: area } = this.config.size;
+    const { pixel_side_min: low, pixel_side_max: high, pixel_step: step } = this.config.size;
+    const area = this.config.size.max_pixel_area;
     const sides = [$("width").value, $("height").value];
     if (!sides.every((side) => isInteger(side) && +side >= low && +side <= high && +side % step === 0)) {
       return `Each side must be a multiple of ${step} from ${low} to ${high} pixels.`;
@@ -184,6 +191,7 @@ export class CreateForm {
       const { form, mediaOrder } = this.body();
       try {
         const { body } = await request("v1/videos", { method: "POST", form });
+        fieldErrors.clear("apikey");
         this.onCreated(body);
       } catch (error) {
         showApiError(error, mediaOrder);

@@ -1,11 +1,10 @@
 // The key's videos from `GET /v1/videos` (newest first), a page at a time, with
 // thumbnails; choosing one opens it.
 
-import { api, contentUrl } from "./api.js";
+import { STATUS_TEXT, api, contentUrl } from "./api.js";
 import { $, h } from "./dom.js";
 
 const PAGE_SIZE = 8;
-const STATUS_TEXT = { queued: "queued", in_progress: "in progress", completed: "completed", failed: "failed", unknown: "unknown" };
 
 export class History {
   constructor({ onOpen }) {
@@ -56,18 +55,22 @@ export class History {
     $("history-empty").hidden = page.data.length > 0 || this.cursors.length > 1;
     $("history-older").disabled = !page.has_more;
     $("history-newer").disabled = this.cursors.length <= 1;
-    $("history-page").textContent = this.cursors.length > 1 || page.has_more ? `Page ${this.cursors.length}` : "";
+    const paged = this.cursors.length > 1 || page.has_more;
+    $("history-page").textContent = paged ? `Page ${this.cursors.length}` : "";
     this.markCurrent(this.current);
   }
 
   item(video) {
-    const thumb = h("span", { class: "thumb", "data-status": video.status }, h("span", { class: "thumb-status" }, STATUS_TEXT[video.status]));
+    const status = STATUS_TEXT[video.status] + (video.error ? ` (${video.error.code})` : "");
+    const thumb = h("span", { class: "thumb", "data-status": video.status },
+      h("span", { class: "thumb-status" }, STATUS_TEXT[video.status]));
     if (video.status === "completed") this.showThumb(video.id, thumb);
-    const when = new Date(video.created_at * 1000).toLocaleString([], { dateStyle: "short", timeStyle: "short" });
+    const when = new Date(video.created_at * 1000)
+      .toLocaleString([], { dateStyle: "short", timeStyle: "short" });
     const label = video.prompt || "(no prompt)";
-    const status = video.error ? `${STATUS_TEXT[video.status]} (${video.error.code})` : STATUS_TEXT[video.status];
+    const open = () => this.onOpen(video);
     return h("li", {},
-      h("button", { type: "button", class: "history-item", "data-id": video.id, onclick: () => this.onOpen(video) },
+      h("button", { type: "button", class: "history-item", "data-id": video.id, onclick: open },
         thumb,
         h("span", { class: "history-text" },
           h("span", { class: "history-prompt" }, label),

@@ -1,10 +1,9 @@
 // The open video: live status, progress and elapsed time; when completed, the inline
 // player and downloads; cancel, remix and delete.
 
-import { ApiError, api, contentUrl, followVideo, isFinished } from "./api.js";
+import { ApiError, STATUS_TEXT, api, contentUrl, followVideo, isFinished } from "./api.js";
 import { $, charCount, fieldErrors, h } from "./dom.js";
 
-const STATUS_TEXT = { queued: "queued", in_progress: "in progress", completed: "completed", failed: "failed", unknown: "unknown" };
 const TRANSPORT_TEXT = { stream: "live updates (event stream)", polling: "updates by polling" };
 
 function elapsedText(video) {
@@ -15,6 +14,14 @@ function elapsedText(video) {
   const rest = (seconds % 60).toFixed(minutes ? 0 : 1);
   return minutes ? `${minutes} min ${rest} s` : `${rest} s`;
 }
+
+const button = (id, text, onclick, kind = "") =>
+  h("button", { type: "button", class: `ghost ${kind}`.trim(), id, onclick }, text);
+
+const DOWNLOADS = [
+  ["thumbnail", "thumbnail.webp", "thumbnail (WEBP)"],
+  ["spritesheet", "spritesheet.jpg", "spritesheet (JPEG)"],
+];
 
 export class JobView {
   constructor({ onCreated, onChanged, onDeleted, pollMs }) {
@@ -63,9 +70,9 @@ export class JobView {
       facts: h("dl", { class: "facts" }),
       error: h("p", { class: "job-error", id: "job-error", role: "alert" }),
       result: h("div", { class: "result", id: "job-result" }),
-      cancel: h("button", { type: "button", class: "ghost", id: "job-cancel", onclick: () => this.cancel() }, "Cancel"),
-      remix: h("button", { type: "button", class: "ghost", id: "job-remix", onclick: () => this.toggleRemix() }, "Remix"),
-      remove: h("button", { type: "button", class: "ghost danger", id: "job-delete", onclick: () => this.remove() }, "Delete"),
+      cancel: button("job-cancel", "Cancel", () => this.cancel()),
+      remix: button("job-remix", "Remix", () => this.toggleRemix()),
+      remove: button("job-delete", "Delete", () => this.remove(), "danger"),
       remixForm: this.remixForm(video),
     };
     const p = this.parts;
@@ -89,7 +96,8 @@ export class JobView {
       onsubmit: (event) => { event.preventDefault(); this.remix(prompt.value); } },
       h("label", { for: "remix-prompt" }, "New prompt for the remix (same frames, audio, seed and settings)"),
       prompt,
-      h("p", { class: "field-error", id: "remix-prompt-error", "data-field": "remix-prompt", "aria-live": "polite" }),
+      h("p", { class: "field-error", id: "remix-prompt-error", "data-field": "remix-prompt",
+        "aria-live": "polite" }),
       h("div", { class: "actions" },
         h("button", { type: "submit", id: "remix-submit" }, "Start remix"),
         h("button", { type: "button", class: "ghost", onclick: () => this.toggleRemix(false) }, "Close")),
@@ -122,9 +130,10 @@ export class JobView {
   }
 
   tick() {
-    this.parts.elapsed.textContent = elapsedText(this.video) || "—";
+    const show = () => { this.parts.elapsed.textContent = elapsedText(this.video) || "—"; };
+    show();
     clearInterval(this.timer);
-    if (!isFinished(this.video)) this.timer = setInterval(() => { this.parts.elapsed.textContent = elapsedText(this.video); }, 250);
+    if (!isFinished(this.video)) this.timer = setInterval(show, 250);
   }
 
   showFacts(video) {
@@ -137,12 +146,14 @@ export class JobView {
       video.remixed_from_video_id ? ["Remix of", video.remixed_from_video_id] : null,
       ["Created", new Date(video.created_at * 1000).toLocaleString()],
     ].filter(Boolean);
-    this.parts.facts.replaceChildren(...facts.flatMap(([term, value]) => [h("dt", {}, term), h("dd", {}, value)]));
+    const rows = facts.flatMap(([term, value]) => [h("dt", {}, term), h("dd", {}, value)]);
+    this.parts.facts.replaceChildren(...rows);
   }
 
   async showResult(video) {
     const result = this.parts.result;
-    const player = h("video", { id: "job-video", controls: true, playsinline: true, preload: "metadata", "aria-label": "The finished video" });
+    const player = h("video", { id: "job-video", controls: true, playsinline: true,
+      preload: "metadata", "aria-label": "The finished video" });
     const links = h("p", { class: "downloads" }, "Download: ");
     result.replaceChildren(player, links);
     // The signed `video_url` plays without the key (and with ranges); without one, a blob.
@@ -152,7 +163,7 @@ export class JobView {
     const link = (variant, href, name, label) =>
       h("a", { href, download: `${video.id}-${name}`, class: "download", id: `download-${variant}` }, label);
     links.append(link("video", src, "video.mp4", "video (MP4)"));
-    for (const [variant, name, label] of [["thumbnail", "thumbnail.webp", "thumbnail (WEBP)"], ["spritesheet", "spritesheet.jpg", "spritesheet (JPEG)"]]) {
+    for (const [variant, name, label] of DOWNLOADS) {
       const url = await this.blob(video.id, variant);
       if (this.video?.id !== video.id) return;
       if (variant === "thumbnail" && url) player.poster = url;
@@ -175,7 +186,8 @@ export class JobView {
     const follow = new AbortController();
     this.follow = follow;
     try {
-      const done = await followVideo(id, (video, transport) => this.update(video, transport), { signal: follow.signal, pollMs: this.pollMs() });
+      const update = (video, transport) => this.update(video, transport);
+      const done = await followVideo(id, update, { signal: follow.signal, pollMs: this.pollMs() });
       this.onChanged(done);
     } catch (error) {
       if (error.name === "AbortError") return;

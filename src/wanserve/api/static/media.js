@@ -38,10 +38,13 @@ function imageProblem(limits, bytes, size) {
   if (!size) return null;
   const { width, height } = size;
   if (Math.min(width, height) < limits.min_side || Math.max(width, height) > limits.max_side) {
-    return `The image is ${width}×${height} pixels; each side must be from ${limits.min_side} to ${limits.max_side} pixels.`;
+    return `The image is ${width}×${height} pixels; each side must be from ${limits.min_side}`
+      + ` to ${limits.max_side} pixels.`;
   }
   if (Math.max(width, height) / Math.min(width, height) > limits.max_aspect) {
-    return `The image is ${width}×${height} pixels; its aspect ratio must be between 1:${limits.max_aspect} and ${limits.max_aspect}:1.`;
+    const ratio = limits.max_aspect;
+    return `The image is ${width}×${height} pixels; its aspect ratio must be between 1:${ratio}`
+      + ` and ${ratio}:1.`;
   }
   return null;
 }
@@ -51,7 +54,8 @@ function audioProblem(limits, bytes, duration) {
     return `The audio is ${formatBytes(bytes)}; the server takes at most ${formatBytes(limits.max_bytes)}.`;
   }
   if (duration !== null && (duration < limits.min_seconds || duration > limits.max_seconds)) {
-    return `The audio is ${formatSeconds(duration)} long; it must be from ${limits.min_seconds} to ${limits.max_seconds} s.`;
+    return `The audio is ${formatSeconds(duration)} long; it must be from ${limits.min_seconds}`
+      + ` to ${limits.max_seconds} s.`;
   }
   return null;
 }
