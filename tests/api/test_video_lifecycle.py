@@ -216,7 +216,10 @@ def test_playground_page_is_public(settings):
     with TestClient(create_app(settings, workers=0)) as client:
         page = client.get("/")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-        assert "/v1/videos" in page.text
+        assert 'src="static/main.js"' in page.text
+        script = client.get("/static/main.js")  # the page's scripts need no key either
+        assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+        assert client.get("/playground/config").status_code == 200
         assert client.get("/v1/videos").status_code == 401
 
 
