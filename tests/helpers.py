@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import av
 import numpy as np
@@ -84,3 +87,23 @@ class ManualClock:
     def advance(self, seconds: float) -> None:
         """Let `seconds` pass."""
         self.now += seconds
+
+
+def race(count: int, task: Callable[[int], Any]) -> list[Any]:
+    """Run `task(i)` in `count` threads released at the same moment; each result or error."""
+    barrier = threading.Barrier(count)
+    results: list[Any] = [None] * count
+
+    def run(index: int) -> None:
+        barrier.wait()
+        try:
+            results[index] = task(index)
+        except Exception as exc:
+            results[index] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return results

@@ -79,10 +79,44 @@ class RateLimited(WanserveError):
         self.retry_after = retry_after
 
 
+class TooManyUnfinished(RateLimited):
+    """The key already has as many queued or running jobs as it may."""
+
+    def __init__(self, limit: int):
+        super().__init__(
+            f"This API key already has {limit} queued or running videos; "
+            "wait for some to finish or cancel them.",
+            code="too_many_unfinished_jobs",
+        )
+
+
 class Unavailable(WanserveError):
-    """The server cannot take the request right now (e.g. its storage is full)."""
+    """The server cannot take the request right now (its storage is full, its database down).
+
+    Expected and passing: clients are told when to try again (`retry_after` seconds).
+    """
 
     code = "service_unavailable"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        retry_after: float = 2.0,
+        reason: str = "unavailable",
+    ):
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+        self.reason = reason  # a short word for operators (readiness): "unreachable", "disk full"
+
+
+class StoreUnavailable(Unavailable):
+    """The job database cannot be reached or cannot write just now (down, restarting, full).
+
+    Raised by the store for every such failure, so callers tell a store outage from their
+    own failures: the API answers 503, a worker waits and retries.
+    """
 
 
 class JobCancelled(Exception):

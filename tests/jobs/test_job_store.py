@@ -164,8 +164,8 @@ def test_list_pages_with_cursor_both_orders(store: JobStore):
 
 
 def test_idempotency_returns_the_same_job_and_refuses_a_different_body(store: JobStore):
-    job = store.create(make_job("a"))
-    store.remember_idempotency("a", "key-1", "hash-1", job.id)
+    job = store.create(make_job("a"), idempotency=("key-1", "hash-1"))
+    assert store.create(make_job("a"), idempotency=("key-1", "hash-1")).id == job.id
     assert store.find_idempotent("a", "key-1", "hash-1").id == job.id
     assert store.find_idempotent("b", "key-1", "hash-1") is None
     with pytest.raises(InvalidRequest) as refused:

@@ -36,9 +36,26 @@ def test_a_full_disk_sends_the_job_back_to_the_queue(client, settings, media_ser
     worker.settings.poll_interval = 0.001
     assert worker.run_once()
     job = worker.store.get(created["id"])
-    assert job.status is JobStatus.QUEUED and job.attempts == 0
+    assert job.status is JobStatus.QUEUED and job.attempts == 1  # counted: no endless loop
     assert worker.run_once()
     assert client.get(f"/v1/videos/{created['id']}").json()["status"] == "completed"
+
+
+def test_a_job_that_never_fits_fails_with_storage_error_after_the_attempt_limit(
+    client, settings, media_server
+):
+    settings.max_attempts = 2
+    body = seed_body(media_server, size="320x240")
+    created = client.post("/v1/videos", json=body).json()
+    worker = build_worker(settings)
+    worker.storage = FlakyDisk(settings.data_dir / "files", failures=10**6)
+    worker.settings.poll_interval = 0.001
+    assert worker.run_once() and worker.store.get(created["id"]).status is JobStatus.QUEUED
+    assert worker.run_once()
+    assert not worker.run_once()  # nothing left to go round
+    video = client.get(f"/v1/videos/{created['id']}").json()
+    assert video["status"] == "failed" and video["error"]["code"] == "storage_error"
+    assert worker.store.get(created["id"]).attempts == 2
 
 
 def worker_on(settings: Settings, clock: ManualClock) -> Worker:

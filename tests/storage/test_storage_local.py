@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,15 @@ def test_delete_prefix_removes_a_folder_or_a_file(store):
 def test_check_leaves_nothing_behind(store):
     store.check()
     assert files_under(store.root) == []
+
+
+def test_objects_lists_files_under_a_prefix_with_their_times(store):
+    store.put_bytes("jobs/a/media/first.png", b"png", "image/png")
+    store.put_bytes("jobs/b/output/video.mp4", b"mp4", "video/mp4")
+    store.put_bytes("elsewhere/x", b"x", "text/plain")
+    os.utime(store.local_path("jobs/a/media/first.png"), (1000.0, 1000.0))
+    found = {o.key: o.modified for o in store.objects("jobs/")}
+    assert set(found) == {"jobs/a/media/first.png", "jobs/b/output/video.mp4"}
+    assert found["jobs/a/media/first.png"] == 1000.0
+    assert list(store.objects("nothing/")) == []
+

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -213,3 +214,14 @@ def test_open_storage_schemes(tmp_path: Path):
     with pytest.raises(ValueError, match="unsupported storage URL scheme"):
         open_storage("ftp://host/files")
     assert open_storage(f"file://{tmp_path}").local_path("a") == tmp_path.resolve() / "a"
+
+
+def test_objects_lists_keys_under_a_prefix_with_their_times(store, raw_s3, bucket):
+    raw_s3.put_object(Bucket=bucket, Key="jobs/a/other-tenant", Body=b"x")
+    before = time.time() - 5
+    store.put_bytes("jobs/a/media/first.png", b"x", "image/png")
+    store.put_bytes("jobs/b/output/video.mp4", b"x", "video/mp4")
+    store.put_bytes("elsewhere/x", b"x", "text/plain")
+    found = {o.key: o.modified for o in store.objects("jobs/")}
+    assert set(found) == {"jobs/a/media/first.png", "jobs/b/output/video.mp4"}
+    assert all(before <= modified <= time.time() + 5 for modified in found.values())

@@ -130,8 +130,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _domain(request: Request, exc: WanserveError) -> JSONResponse:
         status = next((s for cls, s in STATUS_BY_ERROR if isinstance(exc, cls)), 400)
         headers = None
-        if isinstance(exc, RateLimited) and exc.retry_after is not None:
-            headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
+        retry_after = exc.retry_after if isinstance(exc, RateLimited | Unavailable) else None
+        if retry_after is not None:
+            headers = {"Retry-After": str(max(1, round(retry_after)))}
         return error_response(
             request, status, exc.message, code=exc.code, param=exc.param, headers=headers
         )

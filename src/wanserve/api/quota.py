@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from wanserve.api.services import caller
-from wanserve.errors import RateLimited
+from wanserve.errors import RateLimited, TooManyUnfinished
 from wanserve.jobs.store import JobStore
 from wanserve.settings import Settings
 
@@ -78,12 +78,10 @@ class CreateQuota:
                     f"(bursts of {self.bucket.capacity:g}).",
                     retry_after=wait,
                 )
+        # Only an early refusal (before any media is fetched): the store decides for good,
+        # atomically with the insert.
         if self.max_unfinished and self.store.count_unfinished(owner) >= self.max_unfinished:
-            raise RateLimited(
-                f"This API key already has {self.max_unfinished} queued or running videos; "
-                "wait for some to finish or cancel them.",
-                code="too_many_unfinished_jobs",
-            )
+            raise TooManyUnfinished(self.max_unfinished)
 
 
 def create_quota(request: Request, owner: Annotated[str, Depends(caller)]) -> None:

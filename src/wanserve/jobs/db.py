@@ -1,13 +1,26 @@
-"""Database tables and engine set-up; the schema itself is applied by Alembic migrations."""
+"""Database tables, their rows as job records, engine set-up; Alembic applies the schema."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Float, Index, Integer, String, Text, create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy import (
+    JSON,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from wanserve.jobs.model import Job, JobSpec, JobStatus, MediaRef
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -64,7 +77,64 @@ class IdempotencyRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
 
 
+# Execution option of the write transactions (see `writer`).
+WRITE = "wanserve_write"
+# Arbitrary but fixed: the PostgreSQL advisory lock held while the schema is migrated.
+MIGRATION_LOCK = 0x77616E7365727665  # "wanserve"
+
+
+def job_from_row(row: JobRow) -> Job:
+    """The job record a row holds."""
+    return Job(
+        id=row.id,
+        owner=row.owner,
+        model=row.model,
+        engine=row.engine,
+        status=JobStatus(row.status),
+        spec=JobSpec.from_dict(row.spec),
+        media=[MediaRef.from_dict(m) for m in row.media],
+        progress=row.progress,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        completed_at=row.completed_at,
+        expires_at=row.expires_at,
+        error_code=row.error_code,
+        error_message=row.error_message,
+        result=dict(row.result or {}),
+        metadata=dict(row.meta or {}),
+        engine_state=dict(row.engine_state or {}),
+        attempts=row.attempts,
+        remixed_from=row.remixed_from,
+        source_api=row.source_api,
+    )
+
+
+def new_job_row(job: Job) -> JobRow:
+    """The row of a job that was just made (queued, nothing run yet)."""
+    return JobRow(
+        id=job.id,
+        owner=job.owner,
+        model=job.model,
+        engine=job.engine,
+        source_api=job.source_api,
+        status=JobStatus.QUEUED.value,
+        progress=0,
+        spec=job.spec.to_dict(),
+        media=[m.to_dict() for m in job.media],
+        result={},
+        meta=dict(job.metadata),
+        engine_state={},
+        created_at=job.created_at,
+        attempts=0,
+        remixed_from=job.remixed_from,
+    )
+
+
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    # sqlite3 itself would BEGIN only before a write, so a transaction that read first could
+    # not take the write lock later in WAL mode without failing at once: SQLAlchemy emits
+    # BEGIN instead (its documented recipe), see `_begin_sqlite`.
+    dbapi_connection.isolation_level = None
     # WAL lets the API read while a worker writes; the busy timeout makes concurrent
     # writers from several processes wait for each other instead of failing.
     cursor = dbapi_connection.cursor()
@@ -72,6 +142,13 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _begin_sqlite(connection: Connection) -> None:
+    # A write transaction takes the database's write lock at BEGIN, waiting its turn:
+    # what it reads is then still true when it writes (admission, idempotency, migrations).
+    immediate = connection.get_execution_options().get(WRITE, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def make_engine(url: str) -> Engine:
@@ -82,19 +159,36 @@ def make_engine(url: str) -> Engine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _tune_sqlite)
+        event.listen(engine, "begin", _begin_sqlite)
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    # pre_ping replaces a pooled connection the server dropped (a restart, a killed backend)
+    # before it is used; the connect time-out turns an unreachable server into an error soon.
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args={"connect_timeout": 5}
+    )
+
+
+def writer(engine: Engine) -> Engine:
+    """The same engine, its transactions marked as writes (IMMEDIATE on SQLite)."""
+    return engine.execution_options(**{WRITE: True})
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision."""
+    """Bring the schema to the newest Alembic revision; safe for many processes at once.
+
+    One transaction holds a lock for the whole upgrade (an advisory lock on PostgreSQL,
+    the write lock on SQLite): the first process migrates, the others wait and then find
+    the schema current.
+    """
     from alembic import command
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as connection:
+    with writer(engine).begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
         config.attributes["connection"] = connection
         command.upgrade(config, "head")

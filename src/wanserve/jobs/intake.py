@@ -7,6 +7,7 @@ depends on a URL that may expire, and a bad input is refused at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -14,13 +15,15 @@ import secrets
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from anyio import to_thread
 
 from wanserve.engines.registry import EngineRegistry
-from wanserve.errors import InvalidRequest, Unavailable
+from wanserve.errors import InvalidRequest, StoreUnavailable, Unavailable, WanserveError
 from wanserve.jobs.model import Job, JobSpec, JobStatus, MediaRef
 from wanserve.jobs.queue import DatabaseQueue, JobQueue
 from wanserve.jobs.store import JobStore
@@ -157,21 +160,36 @@ class Intake:
             created_at=time.time(),
             source_api=source_api,
         )
-        return await to_thread.run_sync(self._create, job, idempotency_key, fingerprint)
+        idempotency = (idempotency_key, fingerprint) if idempotency_key else None
+        return await to_thread.run_sync(self._create, job, idempotency)
 
-    def _create(self, job: Job, idempotency_key: str | None, fingerprint: str) -> Job:
-        created = self.store.create(
-            job, idempotency=(idempotency_key, fingerprint) if idempotency_key else None
-        )
+    def _create(self, job: Job, idempotency: tuple[str, str] | None = None) -> Job:
+        """Record the job whose media are stored (admission decided with the insert)."""
+        try:
+            created = self.store.create(
+                job, idempotency=idempotency, max_unfinished=self.settings.max_unfinished_jobs
+            )
+        except StoreUnavailable:
+            self._drop_media_unless_recorded(job.id)
+            raise
+        except WanserveError:
+            self.storage.delete_prefix(job_prefix(job.id))  # refused: nobody will use them
+            raise
         if created.id != job.id:
-            # A concurrent retry with the same key won the race: drop our copy's files.
+            # A concurrent retry with the same key came first: drop our copy's files.
             self.storage.delete_prefix(job_prefix(job.id))
             return created
-        if idempotency_key:
-            self.store.remember_idempotency(job.owner, idempotency_key, fingerprint, job.id)
         logger.info("job %s: queued (model %s, engine %s)", job.id, job.model, job.engine)
         self.queue.publish(job.id)
         return created
+
+    def _drop_media_unless_recorded(self, job_id: str) -> None:
+        # A create whose answer was lost with its connection may have been committed all
+        # the same: the files go only when the store says there is no such job. If it
+        # cannot say, the orphan sweep decides later.
+        with contextlib.suppress(StoreUnavailable):
+            if self.store.get(job_id) is None:
+                self.storage.delete_prefix(job_prefix(job_id))
 
     async def _bytes_of(self, item: MediaSource) -> bytes:
         # Uploads are size-checked with everything else by the probe in `_check_and_store`.
@@ -211,26 +229,36 @@ class Intake:
                     source_url=public_url,
                 )
             )
-        try:
+        with self._storing_media(job_id):
             for ref, data in zip(refs, blobs, strict=True):
                 self.storage.put_bytes(ref.key, data, ref.content_type)
+        return refs
+
+    @contextmanager
+    def _storing_media(self, job_id: str) -> Iterator[None]:
+        """Media writes that fail (a full disk) refuse the create and leave no files."""
+        try:
+            yield
         except OSError as exc:
             # No id was given out yet: refuse cleanly, and leave no partial job behind.
             self.storage.delete_prefix(job_prefix(job_id))
             logger.error("job %s: media could not be stored: %s", job_id, exc.strerror)
             raise Unavailable(
-                "The server could not store the media; try again later.", code="storage_full"
+                "The server could not store the media; try again later.",
+                code="storage_full",
+                retry_after=30,
+                reason="disk full",
             ) from exc
-        return refs
 
     def remix(self, source: Job, prompt: str) -> Job:
         """A new queued job with the source's media, seed and settings and a new prompt."""
         job_id = new_job_id()
         media = []
-        for ref in source.media:
-            key = media_key(job_id, ref.type, ref.content_type)
-            self._copy(ref.key, key, ref.content_type)
-            media.append(replace(ref, key=key))
+        with self._storing_media(job_id):
+            for ref in source.media:
+                key = media_key(job_id, ref.type, ref.content_type)
+                self._copy(ref.key, key, ref.content_type)
+                media.append(replace(ref, key=key))
         job = Job(
             id=job_id,
             owner=source.owner,
@@ -243,10 +271,8 @@ class Intake:
             remixed_from=source.id,
             source_api=source.source_api,
         )
-        self.store.create(job)
-        logger.info("job %s: queued as a remix of %s", job.id, source.id)
-        self.queue.publish(job.id)
-        return job
+        logger.info("job %s: a remix of %s", job.id, source.id)
+        return self._create(job)
 
     def _copy(self, source_key: str, target_key: str, content_type: str) -> None:
         path = self.storage.local_path(source_key)

@@ -17,6 +17,7 @@ import uuid
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
+from wanserve.errors import StoreUnavailable
 from wanserve.settings import Settings
 
 if TYPE_CHECKING:
@@ -222,6 +223,10 @@ class CeleryQueue:
             try:
                 # The first round is forced: it re-announces what a lost message stranded.
                 worker.maintain(force=first)
+            except StoreUnavailable:
+                logger.warning(
+                    "worker %s: job store unavailable, maintenance skipped", worker.worker_id
+                )
             except Exception:
                 logger.exception("worker %s: maintenance failed", worker.worker_id)
             first = False

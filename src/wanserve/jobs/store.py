@@ -2,153 +2,95 @@
 
 State changes are compare-and-set updates (`... WHERE id = :id AND status = :seen`), so
 two processes racing on one job cannot both win: that is what makes a claim atomic on
-SQLite and PostgreSQL alike, without locks held across the work.
+SQLite and PostgreSQL alike, without locks held across the work. A create is decided in
+one transaction that holds a per-owner lock (its idempotency key and its admission).
+
+Every passing database failure (a dropped connection, a restart, a full disk) leaves as
+`StoreUnavailable` (see `jobs.sql`): callers tell it from their own failures.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import hashlib
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, text, update
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy.orm import Session
 
-from wanserve.errors import Conflict, InvalidRequest
-from wanserve.jobs.db import IdempotencyRow, JobRow, make_engine, migrate
-from wanserve.jobs.model import Job, JobSpec, JobStatus, MediaRef, check_transition
+from wanserve.errors import Conflict, InvalidRequest, TooManyUnfinished
+from wanserve.jobs.db import IdempotencyRow, JobRow, job_from_row, new_job_row
+from wanserve.jobs.model import Job, JobStatus
+from wanserve.jobs.sql import JobRows
 
 IDEMPOTENCY_WINDOW = 24 * 3600
+UNFINISHED = (JobStatus.QUEUED, JobStatus.IN_PROGRESS)
 # Aliases: inside JobStore, `list` names the method.
 Jobs = list[Job]
 JobIds = list[str]
 Statuses = list[JobStatus]
 
 
-def _to_job(row: JobRow) -> Job:
-    return Job(
-        id=row.id,
-        owner=row.owner,
-        model=row.model,
-        engine=row.engine,
-        status=JobStatus(row.status),
-        spec=JobSpec.from_dict(row.spec),
-        media=[MediaRef.from_dict(m) for m in row.media],
-        progress=row.progress,
-        created_at=row.created_at,
-        started_at=row.started_at,
-        completed_at=row.completed_at,
-        expires_at=row.expires_at,
-        error_code=row.error_code,
-        error_message=row.error_message,
-        result=dict(row.result or {}),
-        metadata=dict(row.meta or {}),
-        engine_state=dict(row.engine_state or {}),
-        attempts=row.attempts,
-        remixed_from=row.remixed_from,
-        source_api=row.source_api,
-    )
-
-
-class JobStore:
+class JobStore(JobRows):
     """Jobs in a SQL database (SQLite by default, PostgreSQL for several machines)."""
-
-    def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time):
-        self.engine = engine
-        # Every time the store stamps or compares (leases, idempotency windows, expiry)
-        # comes from here, so tests move time instead of sleeping.
-        self.clock = clock
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
-
-    @classmethod
-    def open(cls, url: str, *, clock: Callable[[], float] = time.time) -> JobStore:
-        """Connect to `url` and bring its schema up to date."""
-        engine = make_engine(url)
-        migrate(engine)
-        return cls(engine, clock=clock)
-
-    @contextmanager
-    def _session(self) -> Iterator[Session]:
-        with self._sessions.begin() as session:
-            yield session
-
-    def _update(self, *guard: Any, **values: Any) -> bool:
-        """One compare-and-set UPDATE of a single job row; True when it matched.
-
-        Never a status: those go through `_apply`, which checks the transition table.
-        """
-        assert "status" not in values, "status changes go through _apply"
-        with self._session() as session:
-            result = session.execute(update(JobRow).where(*guard).values(**values))
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
-
-    def _apply(
-        self, job_id: str, current: JobStatus, target: JobStatus, *guard: Any, **values: Any
-    ) -> bool:
-        """The one writer of job statuses: `current -> target` if the table allows it.
-
-        Atomic as a compare-and-set on the status (and any extra `guard`): True when the
-        job was still `current` and moved, False when something else moved it first.
-        Raises `IllegalTransition` for a move the table forbids.
-        """
-        check_transition(current, target)
-        with self._session() as session:
-            result = session.execute(
-                update(JobRow)
-                .where(JobRow.id == job_id, JobRow.status == current.value, *guard)
-                .values(status=target.value, **values)
-            )
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
-
-    @staticmethod
-    def _held(job_id: str, worker_id: str) -> tuple[Any, ...]:
-        """The guard of a running job that `worker_id` still holds."""
-        return (
-            JobRow.id == job_id,
-            JobRow.worker_id == worker_id,
-            JobRow.status == JobStatus.IN_PROGRESS.value,
-        )
-
-    def ping(self) -> None:
-        """Raise if the database cannot be reached (readiness probe)."""
-        with self.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
 
     # -- creating and reading ------------------------------------------------------
 
-    def create(self, job: Job, *, idempotency: tuple[str, str] | None = None) -> Job:
-        """Insert a new queued job; with `(key, request_hash)`, return the earlier job instead.
+    def create(
+        self,
+        job: Job,
+        *,
+        idempotency: tuple[str, str] | None = None,
+        max_unfinished: int = 0,
+    ) -> Job:
+        """Insert a new queued job, or with `(key, request_hash)` return the key's earlier job.
 
-        Raises `Conflict` (code `idempotency_key_reused`) when the key was used within
-        the window for a different request.
+        One transaction under a per-owner lock decides it all, so concurrent creates of one
+        owner see each other: the first with a key makes the job and the rest get it, and
+        `max_unfinished` (0: no cap) is never exceeded. Raises `InvalidRequest`
+        (`idempotency_key_reused`) for a key used with another body within the window,
+        `TooManyUnfinished` when the owner is at the cap.
         """
-        with self._session() as session:
+        now = self.clock()
+        with self._write() as session:
+            self._lock_owner(session, job.owner)
             if idempotency is not None:
-                earlier = self._idempotent_job(session, job.owner, *idempotency, now=job.created_at)
+                earlier = self._idempotent_job(session, job.owner, *idempotency, now=now)
                 if earlier is not None:
                     return earlier
-            session.add(
-                JobRow(
-                    id=job.id,
-                    owner=job.owner,
-                    model=job.model,
-                    engine=job.engine,
-                    source_api=job.source_api,
-                    status=JobStatus.QUEUED.value,
-                    progress=0,
-                    spec=job.spec.to_dict(),
-                    media=[m.to_dict() for m in job.media],
-                    result={},
-                    meta=dict(job.metadata),
-                    engine_state={},
-                    created_at=job.created_at,
-                    attempts=0,
-                    remixed_from=job.remixed_from,
+            if max_unfinished and self._unfinished(session, job.owner) >= max_unfinished:
+                raise TooManyUnfinished(max_unfinished)
+            session.add(new_job_row(job))
+            if idempotency is not None:
+                key, request_hash = idempotency
+                # Replaces a record that is past the window or whose job was deleted.
+                session.merge(
+                    IdempotencyRow(
+                        owner=job.owner,
+                        key=key,
+                        job_id=job.id,
+                        request_hash=request_hash,
+                        created_at=now,
+                    )
                 )
-            )
         return job
+
+    def _lock_owner(self, session: Session, owner: str) -> None:
+        """Serialise this transaction with the owner's other creates until it ends."""
+        if self.engine.dialect.name == "postgresql":
+            digest = hashlib.blake2b(owner.encode(), digest_size=8, person=b"wanserve-owner")
+            key = int.from_bytes(digest.digest(), "big", signed=True)
+            session.execute(select(func.pg_advisory_xact_lock(key)))
+        # SQLite: the write transaction began IMMEDIATE and holds the database's write lock.
+
+    @staticmethod
+    def _unfinished(session: Session, owner: str) -> int:
+        query = (
+            select(func.count())
+            .select_from(JobRow)
+            .where(JobRow.owner == owner, JobRow.status.in_([s.value for s in UNFINISHED]))
+        )
+        return int(session.execute(query).scalar_one())
 
     def _idempotent_job(
         self, session: Session, owner: str, key: str, request_hash: str, *, now: float
@@ -163,38 +105,25 @@ class JobStore:
                 )
             earlier = session.get(JobRow, row.job_id)
             if earlier is not None:
-                return _to_job(earlier)
+                return job_from_row(earlier)
         return None
-
-    def remember_idempotency(self, owner: str, key: str, request_hash: str, job_id: str) -> None:
-        """Record that `key` made `job_id` (replacing an expired record)."""
-        with self._session() as session:
-            session.merge(
-                IdempotencyRow(
-                    owner=owner,
-                    key=key,
-                    job_id=job_id,
-                    request_hash=request_hash,
-                    created_at=self.clock(),
-                )
-            )
 
     def find_idempotent(self, owner: str, key: str, request_hash: str) -> Job | None:
         """The job an unexpired `key` made, or None; raises if the body differs."""
-        with self._session() as session:
+        with self._read() as session:
             return self._idempotent_job(session, owner, key, request_hash, now=self.clock())
 
     def get(self, job_id: str, owner: str | None = None) -> Job | None:
         """The job, or None; with `owner`, other owners' jobs are None too."""
-        with self._session() as session:
+        with self._read() as session:
             row = session.get(JobRow, job_id)
             if row is None or (owner is not None and row.owner != owner):
                 return None
-            return _to_job(row)
+            return job_from_row(row)
 
     def status_of(self, job_id: str) -> JobStatus | None:
         """Just the status (None once deleted); cheap enough for frequent cancel checks."""
-        with self.engine.connect() as connection:
+        with self._connect() as connection:
             value = connection.execute(
                 select(JobRow.status).where(JobRow.id == job_id)
             ).scalar_one_or_none()
@@ -217,7 +146,7 @@ class JobStore:
 
         `after` is a job id of this owner: the page starts right after it in `order`.
         """
-        with self._session() as session:
+        with self._read() as session:
             query = select(JobRow).where(JobRow.owner == owner)
             newest_first = order == "desc"
             if after is not None:
@@ -235,7 +164,7 @@ class JobStore:
             else:
                 query = query.order_by(JobRow.created_at.asc(), JobRow.id.asc())
             rows = session.scalars(query.offset(offset).limit(limit + 1)).all()
-            return [_to_job(r) for r in rows[:limit]], len(rows) > limit
+            return [job_from_row(r) for r in rows[:limit]], len(rows) > limit
 
     def count(
         self,
@@ -247,7 +176,7 @@ class JobStore:
         created_to: float | None = None,
     ) -> int:
         """How many of an owner's jobs match the same filters as `list`."""
-        with self.engine.connect() as connection:
+        with self._connect() as connection:
             query = (
                 select(func.count())
                 .select_from(JobRow)
@@ -260,11 +189,11 @@ class JobStore:
 
     def count_unfinished(self, owner: str) -> int:
         """How many of an owner's jobs are queued or running."""
-        return self.count(owner, statuses=[JobStatus.QUEUED, JobStatus.IN_PROGRESS])
+        return self.count(owner, statuses=list(UNFINISHED))
 
     def count_by_status(self) -> dict[str, int]:
         """How many jobs of all owners are in each state (for metrics)."""
-        with self.engine.connect() as connection:
+        with self._connect() as connection:
             rows = connection.execute(
                 select(JobRow.status, func.count()).group_by(JobRow.status)
             ).all()
@@ -284,8 +213,9 @@ class JobStore:
         """Move a job to `target` atomically, if the transition table allows it.
 
         `expect` pins the state the caller saw; without it the current state is read.
-        `worker_id` makes the move only if that worker still holds the job. Raises
-        `IllegalTransition` for a move the table forbids and `Conflict` when the job
+        `worker_id` makes the move only if that worker still holds the job (and a move that
+        worker already made counts as made, so a retry after a lost answer succeeds).
+        Raises `IllegalTransition` for a move the table forbids and `Conflict` when the job
         changed under us (or is gone).
         """
         guard = [JobRow.worker_id == worker_id] if worker_id is not None else []
@@ -293,7 +223,9 @@ class JobStore:
             current = expect or self.status_of(job_id)
             if current is None:
                 raise Conflict("the job no longer exists", code="not_found")
-            if self._apply(job_id, current, target, *guard, **fields):
+            if self._apply(job_id, current, target, *guard, **fields) or (
+                worker_id is not None and self._holds(job_id, worker_id, target)
+            ):
                 job = self.get(job_id)
                 assert job is not None
                 return job
@@ -304,7 +236,7 @@ class JobStore:
     def claim(self, worker_id: str) -> Job | None:
         """Take the oldest queued job for `worker_id`, or None when there is none."""
         while True:
-            with self.engine.connect() as connection:
+            with self._connect() as connection:
                 job_id = connection.execute(
                     select(JobRow.id)
                     .where(JobRow.status == JobStatus.QUEUED.value)
@@ -330,11 +262,13 @@ class JobStore:
             heartbeat_at=now,
             attempts=JobRow.attempts + 1,
         )
+        # A claim whose answer was lost is not recovered here (a duplicate message must
+        # never run a job twice): its lease runs out and the job is queued again.
         return self.get(job_id) if won else None
 
     def queued_before(self, cutoff: float, limit: int = 1000) -> JobIds:
         """Ids of jobs queued since before `cutoff`, oldest first (to announce them again)."""
-        with self.engine.connect() as connection:
+        with self._connect() as connection:
             return list(
                 connection.execute(
                     select(JobRow.id)
@@ -359,8 +293,7 @@ class JobStore:
 
     def save_engine_state(self, job_id: str, state: dict[str, Any]) -> None:
         """Persist what an engine needs to resume this job after a restart."""
-        with self._session() as session:
-            session.execute(update(JobRow).where(JobRow.id == job_id).values(engine_state=state))
+        self._update(JobRow.id == job_id, engine_state=state)
 
     def requeue_stale(self, *, lease: float, max_attempts: int) -> tuple[JobIds, JobIds]:
         """Re-queue running jobs whose worker stopped heart-beating; fail those out of tries.
@@ -368,13 +301,12 @@ class JobStore:
         Returns (requeued ids, failed ids).
         """
         cutoff = self.clock() - lease
-        with self._session() as session:
-            stale = session.scalars(
-                select(JobRow).where(
+        with self._connect() as connection:
+            candidates = connection.execute(
+                select(JobRow.id, JobRow.attempts).where(
                     JobRow.status == JobStatus.IN_PROGRESS.value, JobRow.heartbeat_at < cutoff
                 )
             ).all()
-            candidates = [(row.id, row.attempts) for row in stale]
         requeued: JobIds = []
         failed: JobIds = []
         for job_id, attempts in candidates:
@@ -396,20 +328,26 @@ class JobStore:
                 (failed if target is JobStatus.FAILED else requeued).append(job_id)
         return requeued, failed
 
-    def release(self, job_id: str, worker_id: str) -> bool:
-        """Hand a running job back to the queue without counting the attempt (shutdown)."""
+    def release(self, job_id: str, worker_id: str, *, count_attempt: bool = False) -> bool:
+        """Hand a running job back to the queue; False when it is no longer ours.
+
+        A worker that is stopping does not count the attempt (the job did nothing wrong);
+        one that failed for want of room does (`count_attempt`), so such a job runs out
+        of attempts instead of going round for ever.
+        """
+        counted = {} if count_attempt else {"attempts": JobRow.attempts - 1}
         return self._apply(
             job_id,
             JobStatus.IN_PROGRESS,
             JobStatus.QUEUED,
             JobRow.worker_id == worker_id,
             worker_id=None,
-            attempts=JobRow.attempts - 1,
+            **counted,
         )
 
     def expired(self, now: float, limit: int = 100) -> Jobs:
         """Finished jobs whose files are past their expiry and not yet swept."""
-        with self._session() as session:
+        with self._read() as session:
             rows = session.scalars(
                 select(JobRow)
                 .where(
@@ -419,20 +357,27 @@ class JobStore:
                 )
                 .limit(limit)
             ).all()
-            return [_to_job(r) for r in rows]
+            return [job_from_row(r) for r in rows]
 
     def mark_swept(self, job_id: str) -> None:
         """Forget an expired job's outputs; the record stays so clients learn it expired."""
-        with self._session() as session:
-            row = session.get(JobRow, job_id)
-            if row is not None:
-                row.result = {}
-                row.files_deleted_at = self.clock()
+        self._update(JobRow.id == job_id, result={}, files_deleted_at=self.clock())
 
     def delete(self, job_id: str) -> None:
         """Remove the record for good."""
-        with self._session() as session:
+        with self._write() as session:
             session.execute(delete(JobRow).where(JobRow.id == job_id))
+
+    def existing(self, job_ids: Iterable[str]) -> set[str]:
+        """Which of these job ids have a record (to find stored files that lost theirs)."""
+        wanted, found = sorted(set(job_ids)), set[str]()
+        with self._connect() as connection:
+            for start in range(0, len(wanted), 500):
+                batch = wanted[start : start + 500]
+                found.update(
+                    connection.execute(select(JobRow.id).where(JobRow.id.in_(batch))).scalars()
+                )
+        return found
 
 
 def _matching(

@@ -10,13 +10,16 @@ import socket
 import tempfile
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from wanserve.engines.base import GenerationRequest, MediaInput
 from wanserve.engines.registry import EngineRegistry
-from wanserve.errors import Conflict, EngineError, JobCancelled, UpstreamError
+from wanserve.errors import Conflict, EngineError, JobCancelled, StoreUnavailable, UpstreamError
+from wanserve.jobs.backoff import Backoff, persist
+from wanserve.jobs.context import JobContext, WorkerStopping
+from wanserve.jobs.maintenance import Maintenance
 from wanserve.jobs.model import ErrorCode, Job, JobStatus, MediaRef
 from wanserve.jobs.queue import DatabaseQueue, JobQueue
 from wanserve.jobs.store import JobStore
@@ -27,72 +30,7 @@ from wanserve.storage.layout import OUTPUT_FILES, output_key, output_prefix
 
 logger = logging.getLogger(__name__)
 
-SWEEP_INTERVAL = 60.0
-
-
-class WorkerStopping(JobCancelled):
-    """The worker process is shutting down; its job goes back to the queue."""
-
-
-class JobLost(JobCancelled):
-    """The job was re-queued after a missed lease and may be running elsewhere now.
-
-    Distinct from a plain `JobCancelled` (the client cancelled or deleted it) so an
-    upstream engine does not cancel a provider task that another worker may be resuming.
-    """
-
-
-class JobContext:
-    """The `EngineContext` for one attempt at one job."""
-
-    def __init__(self, store: JobStore, job: Job, worker_id: str, work_dir: Path, stopping: Any):
-        self.store = store
-        self.job = job
-        self.worker_id = worker_id
-        self.work_dir = work_dir
-        self._stopping = stopping
-        self._lost = threading.Event()
-        self._cancelled = threading.Event()
-        self._progress = job.progress
-        self._state: dict[str, Any] = dict(job.engine_state)
-
-    def report_progress(self, fraction: float) -> None:
-        """Store progress as a percentage, capped at 99 until the job is completed."""
-        percent = min(99, max(0, int(fraction * 100)))
-        if percent > self._progress:
-            self._progress = percent
-            self.store.set_progress(self.job.id, percent)
-
-    def raise_if_cancelled(self) -> None:
-        """Raise when the job was cancelled or deleted, or the worker is stopping."""
-        if self._stopping.is_set():
-            raise WorkerStopping("worker is stopping")
-        if self._cancelled.is_set():
-            raise JobCancelled("job was cancelled or deleted")
-        if self._lost.is_set():
-            raise JobLost("job was taken over after a missed lease")
-
-    @property
-    def state(self) -> Mapping[str, Any]:
-        """Engine state saved by an earlier attempt."""
-        return self._state
-
-    def save_state(self, state: Mapping[str, Any]) -> None:
-        """Persist engine state now (before the engine goes on)."""
-        self._state = dict(state)
-        self.store.save_engine_state(self.job.id, self._state)
-
-    def keep_alive(self, interval: float, done: threading.Event) -> None:
-        """Heart-beat until `done`; notice when the job stops being ours."""
-        while not done.wait(interval):
-            try:
-                if not self.store.heartbeat(self.job.id, self.worker_id):
-                    status = self.store.status_of(self.job.id)
-                    gone = status is None or status is JobStatus.CANCELLED
-                    (self._cancelled if gone else self._lost).set()
-                    return
-            except Exception:
-                logger.exception("job %s: heartbeat failed", self.job.id)
+T = TypeVar("T")
 
 
 class Worker:
@@ -116,38 +54,39 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stopping = threading.Event()
         self.clock = store.clock
-        self._last_maintenance = 0.0
+        self.maintenance = Maintenance(settings, store, storage, self.queue)
 
     def run(self) -> None:
-        """Loop until `stopping` is set: maintenance, then one job or a short sleep."""
+        """Loop until `stopping` is set: maintenance, then one job or a short wait.
+
+        A store outage (the database away, its disk full) is waited out with a growing
+        pause: it never ends the loop, so the process does not crash and restart over it.
+        """
         logger.info("worker %s started", self.worker_id)
+        backoff = Backoff(first=self.settings.poll_interval, cap=10.0)
         while not self.stopping.is_set():
-            self.maintain()
-            if not self.run_once():
+            try:
+                self.maintain()
+                ran = self.run_once()
+            except StoreUnavailable:
+                delay = backoff.next()
+                logger.warning(
+                    "worker %s: job store unavailable, waiting %.1f s", self.worker_id, delay
+                )
+                self.stopping.wait(delay)
+                continue
+            backoff.reset()
+            if not ran:
                 self.stopping.wait(self.settings.poll_interval)
         logger.info("worker %s stopped", self.worker_id)
 
     def maintain(self, *, force: bool = False) -> None:
-        """Re-queue jobs of dead workers and delete expired files, now and then."""
-        now = self.clock()
-        if not force and now - self._last_maintenance < min(
-            SWEEP_INTERVAL, self.settings.job_lease / 2
-        ):
-            return
-        self._last_maintenance = now
-        requeued, failed = self.store.requeue_stale(
-            lease=self.settings.job_lease, max_attempts=self.settings.max_attempts
-        )
-        for job_id in requeued:
-            logger.warning("job %s: worker lost, re-queued", job_id)
-            self.queue.publish(job_id)
-        for job_id in failed:
-            logger.error("job %s: worker lost too often, failed", job_id)
-        self.queue.sweep(self.store)
-        for job in self.store.expired(now):
-            self.storage.delete_prefix(output_prefix(job.id))
-            self.store.mark_swept(job.id)
-            logger.info("job %s: files expired and deleted", job.id)
+        """Re-queue jobs of dead workers, delete expired and orphaned files, now and then."""
+        self.maintenance.run(force=force)
+
+    def _persist(self, call: Callable[[], T], what: str) -> T:
+        """A store call retried through an outage (gives up only when stopping)."""
+        return persist(call, stopping=self.stopping, what=what)
 
     def run_once(self) -> bool:
         """Claim and run one job; False when the queue was empty."""
@@ -159,7 +98,13 @@ class Worker:
 
     def run_job(self, job_id: str) -> bool:
         """Claim and run this job (a broker message); False when it is not queued any more."""
-        job = self.store.claim_job(job_id, self.worker_id)
+        try:
+            job = self._persist(
+                lambda: self.store.claim_job(job_id, self.worker_id), f"job {job_id}: claim"
+            )
+        except StoreUnavailable:
+            logger.warning("job %s: left queued (worker stopping, job store unavailable)", job_id)
+            return False
         if job is None:
             # A duplicate, or a job already run, cancelled or deleted: the claim is the
             # only authority, so the message is acknowledged and dropped.
@@ -185,11 +130,14 @@ class Worker:
             rendered, metadata = self._produce(job, context)
             self._publish(job, rendered, metadata)
         except WorkerStopping:
-            if self.store.release(job.id, self.worker_id):
+            if self._persist(lambda: self.store.release(job.id, self.worker_id), "release"):
                 self.queue.publish(job.id)
             logger.info("job %s: released back to the queue (worker stopping)", job.id)
         except JobCancelled:
             self._settle_cancelled(job)
+        except StoreUnavailable:
+            # Only once stopping: the outcome could not be recorded, so the lease decides.
+            logger.error("job %s: left to its lease (job store unavailable)", job.id)
         except UpstreamError as exc:
             detail = f" (provider code {exc.provider_code})" if exc.provider_code else ""
             self._fail(job, exc.code, exc.message + detail)
@@ -197,10 +145,7 @@ class Worker:
             self._fail(job, exc.code, exc.message)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
-                logger.error("job %s: disk full, job goes back to the queue", job.id)
-                if self.store.release(job.id, self.worker_id):
-                    self.queue.publish(job.id)
-                self.stopping.wait(self.settings.poll_interval * 10)
+                self._out_of_room(job)
             else:
                 logger.exception("job %s: I/O failure", job.id)
                 self._fail(job, ErrorCode.STORAGE_ERROR, "The video could not be stored.")
@@ -289,16 +234,19 @@ class Worker:
             "variants": sorted(paths),
         }
         try:
-            self.store.transition(
-                job.id,
-                JobStatus.COMPLETED,
-                expect=JobStatus.IN_PROGRESS,
-                worker_id=self.worker_id,
-                progress=100,
-                completed_at=now,
-                expires_at=now + self.settings.retention,
-                result=result,
-                meta=metadata,
+            self._persist(
+                lambda: self.store.transition(
+                    job.id,
+                    JobStatus.COMPLETED,
+                    expect=JobStatus.IN_PROGRESS,
+                    worker_id=self.worker_id,
+                    progress=100,
+                    completed_at=now,
+                    expires_at=now + self.settings.retention,
+                    result=result,
+                    meta=metadata,
+                ),
+                f"job {job.id}: completion",
             )
         except Conflict:
             # Cancelled or deleted while we stored the files: they must not outlive it.
@@ -313,8 +261,31 @@ class Worker:
             rendered.duration,
         )
 
+    def _out_of_room(self, job: Job) -> None:
+        """A full disk: the job goes back to the queue, its attempt counted, or fails."""
+        if job.attempts >= self.settings.max_attempts:
+            self._fail(
+                job,
+                ErrorCode.STORAGE_ERROR,
+                f"The video could not be stored: no space left after {job.attempts} attempts.",
+            )
+            return
+        logger.error(
+            "job %s: disk full, back to the queue (attempt %d of %d)",
+            job.id,
+            job.attempts,
+            self.settings.max_attempts,
+        )
+        released = self._persist(
+            lambda: self.store.release(job.id, self.worker_id, count_attempt=True), "release"
+        )
+        if released:
+            self.queue.publish(job.id)
+        # Room is rarely made in an instant: give the disk a moment before the next job.
+        self.stopping.wait(self.settings.poll_interval * 10)
+
     def _settle_cancelled(self, job: Job) -> None:
-        status = self.store.status_of(job.id)
+        status = self._persist(lambda: self.store.status_of(job.id), f"job {job.id}: status")
         if status is JobStatus.IN_PROGRESS:
             # The engine itself reported a cancel (e.g. the provider cancelled the task).
             self._finish_failed(
@@ -328,14 +299,17 @@ class Worker:
 
     def _finish_failed(self, job: Job, target: JobStatus, code: str, message: str) -> None:
         try:
-            self.store.transition(
-                job.id,
-                target,
-                expect=JobStatus.IN_PROGRESS,
-                worker_id=self.worker_id,
-                error_code=str(code),
-                error_message=message,
-                completed_at=self.clock(),
+            self._persist(
+                lambda: self.store.transition(
+                    job.id,
+                    target,
+                    expect=JobStatus.IN_PROGRESS,
+                    worker_id=self.worker_id,
+                    error_code=str(code),
+                    error_message=message,
+                    completed_at=self.clock(),
+                ),
+                f"job {job.id}: {target.value}",
             )
         except Conflict:
             logger.info("job %s: already settled elsewhere", job.id)

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One stored object: its key and when it was last written (Unix time)."""
+
+    key: str
+    modified: float
 
 
 class Storage(Protocol):
@@ -29,6 +39,9 @@ class Storage(Protocol):
 
     def delete_prefix(self, prefix: str) -> None:
         """Delete every object whose key starts with `prefix`."""
+
+    def objects(self, prefix: str) -> Iterator[StoredObject]:
+        """Every object whose key starts with `prefix` (a folder: end it with `/`)."""
 
     def check(self) -> None:
         """Raise if the storage cannot be written (readiness probe)."""

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+from wanserve.storage.base import StoredObject
+
+# Below this much free space the disk counts as full: no job's files would fit.
+MIN_FREE_BYTES = 1024 * 1024
 
 
 class LocalStorage:
@@ -76,8 +83,20 @@ class LocalStorage:
         else:
             path.unlink(missing_ok=True)
 
+    def objects(self, prefix: str) -> Iterator[StoredObject]:
+        """Every file under `prefix`, with when it was last written."""
+        for path in self._path(prefix.rstrip("/")).rglob("*"):
+            try:
+                modified = path.stat().st_mtime
+            except FileNotFoundError:
+                continue  # deleted while we looked
+            if path.is_file():
+                yield StoredObject(path.relative_to(self.root).as_posix(), modified)
+
     def check(self) -> None:
-        """Raise if the root cannot be written."""
+        """Raise if the root cannot be written, or its disk is full (ENOSPC)."""
+        if shutil.disk_usage(self.root).free < MIN_FREE_BYTES:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.root))
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".ready-")
         os.close(fd)
         os.unlink(tmp)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import mimetypes
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from wanserve.settings import Settings
+from wanserve.storage.base import StoredObject
 
 # SigV4 presigned URLs cannot live longer than seven days.
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
@@ -188,6 +190,16 @@ class S3Storage:
             keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
             if keys:
                 self._delete(keys)
+
+    def objects(self, prefix: str) -> Iterator[StoredObject]:
+        """Every object under `prefix`, with when it was last written."""
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self._key(prefix)
+        )
+        for page in pages:
+            for item in page.get("Contents", []):
+                key = str(item["Key"]).removeprefix(self.options.prefix)
+                yield StoredObject(key, item["LastModified"].timestamp())
 
     def _delete(self, keys: list[dict[str, str]]) -> None:
         answer = self.client.delete_objects(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import time
 from typing import Annotated
 
@@ -11,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from wanserve.api.schemas import ModelList, ModelObject
 from wanserve.api.services import Services, caller, services
-from wanserve.errors import Unauthorized
+from wanserve.errors import Unauthorized, Unavailable
 
 router = APIRouter()
 Svc = Annotated[Services, Depends(services)]
@@ -47,11 +48,20 @@ def readyz(svc: Svc) -> JSONResponse:
             probe()
             checks[name] = "ok"
         except Exception as exc:
-            checks[name] = f"error: {type(exc).__name__}"
+            checks[name] = f"error: {_failure(exc)}"
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse(
         {"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503
     )
+
+
+def _failure(exc: Exception) -> str:
+    """A few words on why a probe failed, for operators: `disk full`, `unreachable`."""
+    if isinstance(exc, Unavailable):
+        return exc.reason
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return "disk full"
+    return type(exc).__name__
 
 
 @router.get("/metrics", tags=["health"], response_class=Response)

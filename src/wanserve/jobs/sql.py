@@ -1,0 +1,161 @@
+"""Transactions on the job tables: outages reported as `StoreUnavailable`, status writes.
+
+Passing database failures (a dropped or refused connection, a restart, a full disk, a
+lock or pool wait that ran out) leave every session here as `StoreUnavailable`; other
+errors (constraints, bad SQL, values the database refuses) go through unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Self
+
+from sqlalchemy import select, text, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.orm import Session, sessionmaker
+
+from wanserve.errors import StoreUnavailable
+from wanserve.jobs.db import JobRow, make_engine, migrate, writer
+from wanserve.jobs.model import JobStatus, check_transition
+
+logger = logging.getLogger(__name__)
+
+# Below this much free space the SQLite database's disk counts as full (readiness).
+MIN_FREE_BYTES = 1024 * 1024
+
+
+@contextmanager
+def outage_as_unavailable() -> Iterator[None]:
+    """Turn the database's passing failures into `StoreUnavailable`; others go through.
+
+    Passing: a dropped or refused connection, a restart, a full disk, a lock or pool
+    wait that ran out. Not: constraint violations, bad SQL, values the database refuses.
+    """
+    try:
+        yield
+    except (OperationalError, InterfaceError, PoolTimeout) as exc:
+        raise _unavailable(exc) from exc
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        raise _unavailable(exc) from exc
+
+
+def _unavailable(exc: Exception) -> StoreUnavailable:
+    cause = getattr(exc, "orig", None) or exc
+    detail = (str(cause).strip().splitlines() or [""])[0][:200]
+    full = (
+        getattr(cause, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+        or getattr(cause, "sqlstate", None) == "53100"  # PostgreSQL disk_full
+    )
+    logger.warning("job database unavailable: %s: %s", type(cause).__name__, detail)
+    return StoreUnavailable(
+        "The job database is unavailable right now; try again shortly.",
+        reason="disk full" if full else "unreachable",
+    )
+
+
+class JobRows:
+    """Sessions on the job tables and the compare-and-set writes every state change uses."""
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time):
+        self.engine = engine
+        # Every time the store stamps or compares (leases, idempotency windows, expiry)
+        # comes from here, so tests move time instead of sleeping.
+        self.clock = clock
+        self._reads = sessionmaker(engine, expire_on_commit=False)
+        self._writes = sessionmaker(writer(engine), expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str, *, clock: Callable[[], float] = time.time) -> Self:
+        """Connect to `url` and bring its schema up to date."""
+        engine = make_engine(url)
+        with outage_as_unavailable():
+            migrate(engine)
+        return cls(engine, clock=clock)
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with outage_as_unavailable(), self._reads.begin() as session:
+            yield session
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        with outage_as_unavailable(), self._writes.begin() as session:
+            yield session
+
+    @contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        with outage_as_unavailable(), self.engine.connect() as connection:
+            yield connection
+
+    def _update(self, *guard: Any, **values: Any) -> bool:
+        """One compare-and-set UPDATE of a single job row; True when it matched.
+
+        Never a status: those go through `_apply`, which checks the transition table.
+        """
+        assert "status" not in values, "status changes go through _apply"
+        with self._write() as session:
+            result = session.execute(update(JobRow).where(*guard).values(**values))
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    def _apply(
+        self, job_id: str, current: JobStatus, target: JobStatus, *guard: Any, **values: Any
+    ) -> bool:
+        """The one writer of job statuses: `current -> target` if the table allows it.
+
+        Atomic as a compare-and-set on the status (and any extra `guard`): True when the
+        job was still `current` and moved, False when something else moved it first.
+        Raises `IllegalTransition` for a move the table forbids.
+        """
+        check_transition(current, target)
+        with self._write() as session:
+            result = session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status == current.value, *guard)
+                .values(status=target.value, **values)
+            )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    def _holds(self, job_id: str, worker_id: str, status: JobStatus) -> bool:
+        """Whether `worker_id` holds the job in `status`: an earlier try of ours went through.
+
+        A write retried after its answer was lost (the connection dropped at COMMIT) finds
+        its own result; worker ids are unique, so nobody else can have made it.
+        """
+        with self._connect() as connection:
+            found = connection.execute(
+                select(JobRow.id).where(
+                    JobRow.id == job_id, JobRow.worker_id == worker_id, JobRow.status == status
+                )
+            ).first()
+        return found is not None
+
+    @staticmethod
+    def _held(job_id: str, worker_id: str) -> tuple[Any, ...]:
+        """The guard of a running job that `worker_id` still holds."""
+        return (
+            JobRow.id == job_id,
+            JobRow.worker_id == worker_id,
+            JobRow.status == JobStatus.IN_PROGRESS.value,
+        )
+
+    def ping(self) -> None:
+        """Raise `StoreUnavailable` unless the database answers (and, on SQLite, has room)."""
+        with self._connect() as connection:
+            connection.execute(text("SELECT 1"))
+        database = self.engine.url.database
+        if (
+            self.engine.dialect.name == "sqlite"
+            and database not in (None, "", ":memory:")
+            and shutil.disk_usage(Path(str(database)).parent).free < MIN_FREE_BYTES
+        ):
+            raise StoreUnavailable("The job database's disk is full.", reason="disk full")
