@@ -22,7 +22,7 @@ logger = logging.getLogger("wanserve")
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {
         name: getattr(args, name)
-        for name in ("data_dir", "database_url", "storage_url", "engine", "workers")
+        for name in ("data_dir", "database_url", "storage_url", "engine", "workers", "gpus")
         if getattr(args, name, None) is not None
     }
     return Settings(**overrides)
@@ -48,12 +48,15 @@ def worker(args: argparse.Namespace) -> int:
     from wanserve.jobs.runtime import build_worker
 
     settings = _settings(args)
+    if settings.gpus:
+        return _worker_pool(settings, len(settings.gpus))
     if args.concurrency > 1:
         return _worker_pool(settings, args.concurrency)
     runner = build_worker(settings)
     signal.signal(signal.SIGTERM, lambda *_: runner.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: runner.stopping.set())
     try:
+        runner.registry.warm_up(stopping=runner.stopping)
         runner.queue.consume(runner)
     finally:
         runner.registry.close()
@@ -185,11 +188,18 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--storage-url", help="WANSERVE_STORAGE_URL")
         sub.add_argument("--engine", help="WANSERVE_ENGINE: engine of wan2.7-i2v")
 
+    def gpus(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--gpus",
+            help="WANSERVE_GPUS: one pinned worker per GPU, e.g. 0,1,2,3 (0+1,2+3: two GPUs each)",
+        )
+
     run = commands.add_parser("serve", help="run the API with in-process workers")
     common(run)
     run.add_argument("--host", default=os.environ.get("WANSERVE_HOST", "127.0.0.1"))
     run.add_argument("--port", type=int, default=int(os.environ.get("WANSERVE_PORT", "8000")))
     run.add_argument("--workers", type=int, help="WANSERVE_WORKERS: worker processes (0: API only)")
+    gpus(run)
     run.set_defaults(func=serve)
 
     work = commands.add_parser("worker", help="run a worker only")
@@ -197,6 +207,7 @@ def _parser() -> argparse.ArgumentParser:
     work.add_argument(
         "--concurrency", type=int, default=1, help="worker processes, one job at a time each"
     )
+    gpus(work)
     work.set_defaults(func=worker)
 
     make = commands.add_parser("generate", help="make one video without a server")

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "wan2.7-i2v"
@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     models: dict[str, Any] = {}
 
     workers: int = Field(default=1, ge=0)
+    # One worker process per entry, pinned with CUDA_VISIBLE_DEVICES: "0,1,2,3" gives four
+    # one-GPU workers, "0+1,2+3" two workers of two GPUs (for context parallelism).
+    gpus: Annotated[list[str], NoDecode] = []
+    # Models whose engines each worker loads at start: all, none, or comma-separated names.
+    preload: Annotated[list[str], NoDecode] = ["all"]
     retention: float = 24 * 3600
     job_lease: float = 30.0
     max_attempts: int = Field(default=3, ge=1)
@@ -80,10 +85,28 @@ class Settings(BaseSettings):
 
     encoder_preset: str = "veryfast"
 
-    @field_validator("api_keys", "media_allowed_hosts", mode="before")
+    @field_validator("api_keys", "media_allowed_hosts", "preload", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpu_groups(cls, value: Any) -> Any:
+        groups = _split_list(value)
+        for group in groups if isinstance(groups, list) else []:
+            if not re.fullmatch(r"\d+(\+\d+)*", str(group)):
+                raise ValueError(f"not a GPU index or group: {group!r} (use e.g. 0,1 or 0+1,2+3)")
+        return groups
+
+    @model_validator(mode="after")
+    def _one_worker_per_gpu_group(self) -> Settings:
+        if self.gpus and "workers" not in self.model_fields_set:
+            self.workers = len(self.gpus)
+        if self.gpus and self.workers not in (0, len(self.gpus)):
+            # Two workers on one GPU would make a job wait on a device another one holds.
+            raise ValueError(f"{len(self.gpus)} GPU groups need {len(self.gpus)} workers")
+        return self
 
     @field_validator("retention", "job_lease", mode="before")
     @classmethod

@@ -12,86 +12,18 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 pytest.importorskip("diffusers")
-import tiny_wan
 import torch
+from wan_helpers import TINY, Context, _engine, _request
 
-from wanserve.engines.base import GenerationRequest, MediaInput
+from wanserve.engines.base import MediaInput
 from wanserve.engines.diffusers import DiffusersEngine, DiffusersSettings, create_engine
 from wanserve.engines.prompt_extend import PromptExtender, PromptExtendSettings
 from wanserve.errors import EngineError, JobCancelled
 from wanserve.settings import Settings
-
-TINY = {
-    "steps": 2,
-    "frame_budget": 9,
-    "max_area": 64 * 64,
-    "device": "cpu",
-    "interpolation_width": 64,
-}
-
-
-class Context:
-    """An EngineContext that records progress and can cancel at a given step."""
-
-    def __init__(self, tmp: Path, cancel_at_check: int | None = None):
-        self.work_dir = tmp
-        self.progress: list[float] = []
-        self.checks = 0
-        self.cancel_at_check = cancel_at_check
-
-    def report_progress(self, fraction: float) -> None:
-        self.progress.append(fraction)
-
-    def raise_if_cancelled(self) -> None:
-        self.checks += 1
-        if self.cancel_at_check is not None and self.checks >= self.cancel_at_check:
-            raise JobCancelled()
-
-    @property
-    def state(self) -> dict[str, Any]:
-        return {}
-
-    def save_state(self, state: Any) -> None:
-        pass
-
-
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("tiny-wan")
-    return {
-        layout: tiny_wan.build_tiny_pipeline(layout, root / layout) for layout in tiny_wan.LAYOUTS
-    }
-
-
-@pytest.fixture(scope="session")
-def frames_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("frames")
-    rng = np.random.default_rng(0)
-    for name, shape in (("first.png", (80, 96, 3)), ("last.png", (90, 90, 3))):
-        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(folder / name)
-    return folder
-
-
-class CrossFade:
-    """A plain cross-fade in-betweener: keeps these tests off the flow estimator's cost."""
-
-    def __init__(self, first: np.ndarray, last: np.ndarray):
-        self.first, self.last = first.astype(np.float32), last.astype(np.float32)
-
-    def frame_at(self, t: float) -> np.ndarray:
-        return np.round((1 - t) * self.first + t * self.last).astype(np.uint8)
-
-
-def _engine(model: Path, interpolator: Any = CrossFade, **settings: Any) -> DiffusersEngine:
-    settings = TINY | settings
-    return DiffusersEngine(
-        DiffusersSettings(model=str(model), **settings), interpolator=interpolator
-    )
 
 
 @pytest.fixture(scope="module")
@@ -102,25 +34,6 @@ def flf2v(tiny_models: dict[str, Path]) -> DiffusersEngine:
 @pytest.fixture(scope="module")
 def a14b(tiny_models: dict[str, Path]) -> DiffusersEngine:
     return _engine(tiny_models["wan2.2-a14b"])
-
-
-def _request(frames_dir: Path, **fields: Any) -> GenerationRequest:
-    values: dict[str, Any] = {
-        "job_id": "video_test",
-        "model": "wan-open",
-        "prompt": "a cat walks",
-        "negative_prompt": "",
-        "first_frame": MediaInput(frames_dir / "first.png", "image/png"),
-        "last_frame": MediaInput(frames_dir / "last.png", "image/png"),
-        "driving_audio": None,
-        "width": 64,
-        "height": 64,
-        "seconds": 2,
-        "seed": 7,
-        "prompt_extend": False,
-        "size_label": "64x64",
-    }
-    return GenerationRequest(**(values | fields))
 
 
 @pytest.mark.parametrize("layout", ["wan2.1-flf2v", "wan2.2-a14b"])
@@ -301,7 +214,7 @@ _OTHER_PROCESS = """
 import sys
 import numpy as np
 sys.path.insert(0, sys.argv[3])
-from test_diffusers_engine import Context, _engine, _request
+from wan_helpers import Context, _engine, _request
 from pathlib import Path
 engine = _engine(Path(sys.argv[1]))
 stream = engine.generate(_request(Path(sys.argv[2])), Context(Path(sys.argv[2])))

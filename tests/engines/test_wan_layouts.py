@@ -17,9 +17,12 @@ from wanserve.engines.wan_layouts import (
     WAN_NEGATIVE_PROMPT,
     Layout,
     detect_layout,
+    join_clips,
     output_frames,
     pipeline_arguments,
     plan_request,
+    segment_frames,
+    segment_spans,
     valid_frame_count,
     working_size,
 )
@@ -107,6 +110,45 @@ def test_longer_than_the_budget_is_retimed() -> None:
     plan = plan_request(_request(seconds=15, negative_prompt="blur"), FLF2V, negative_prompt="x")
     assert (plan.num_frames, plan.output_frames, plan.retimed) == (81, 241, True)
     assert plan.negative_prompt == "blur"
+
+
+def test_segments_make_a_long_video_at_native_speed() -> None:
+    plan = plan_request(_request(seconds=15), A14B, negative_prompt="", long_video="segments")
+    assert (plan.segments, plan.output_frames, plan.retimed) == ((81, 81, 81), 241, False)
+    assert plan.metadata()["long_video"] == "segments"
+    short = plan_request(_request(seconds=5), A14B, negative_prompt="", long_video="segments")
+    assert (short.segments, short.clips, short.metadata()["segments"]) == ((), (81,), None)
+
+
+@pytest.mark.parametrize(
+    ("output", "budget", "spans", "frames"),
+    [
+        (241, 81, [80, 80, 80], (81, 81, 81)),
+        (177, 81, [60, 60, 56], (61, 61, 57)),  # 11 s: whole latent frames, none retimed
+        (22, 9, [8, 8, 5], (9, 9, 9)),  # 21 new frames: the last clip is thinned to 6
+    ],
+)
+def test_segment_spans_cover_the_video(
+    output: int, budget: int, spans: list[int], frames: tuple[int, ...]
+) -> None:
+    assert segment_spans(output, budget) == spans and sum(spans) == output - 1
+    assert segment_frames(output, budget) == frames
+    assert all(count <= budget and count % 4 == 1 for count in frames)
+
+
+def test_joined_clips_have_no_step_at_the_seam() -> None:
+    ramp = np.linspace(0, 80, 9)
+    first = np.stack([np.full((4, 4, 3), 60 + value, np.uint8) for value in ramp])
+    # The second clip re-renders the first's last frame 12 levels too bright, then goes on.
+    second = np.stack([np.full((4, 4, 3), 152 + value, np.uint8) for value in ramp])
+    frames = join_clips([first, second], [8, 8])
+    assert len(frames) == 17 and np.array_equal(frames[8], first[-1])
+    levels = [int(frame[0, 0, 0]) for frame in frames]
+    steps = np.diff(levels)
+    # 10 levels a frame within a clip; a plain cut would jump 22 at the seam, the fade
+    # spreads the 12-level offset over 8 frames instead.
+    assert steps.max() <= 12 and steps.min() >= 10, levels
+    assert levels[-1] == 152 + 80  # the offset has faded out by the clip's end
 
 
 def test_1080p_output_is_generated_at_the_models_budget() -> None:

@@ -126,3 +126,22 @@ def build_tiny_pipeline(layout: str, path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     pipeline.save_pretrained(path)
     return path
+
+
+def build_tiny_lora(model: Path, path: Path, *, seed: int = 1) -> Path:
+    """Save a random LoRA for the transformer of the tiny pipeline at `model` under `path`."""
+    import torch
+    from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    transformer = WanTransformer3DModel.from_pretrained(model, subfolder="transformer")
+    torch.manual_seed(seed)
+    targets = ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"]
+    # Random A and B (not peft's zero B), so the adapter changes the output at scale 1.
+    transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=targets,
+                                       init_lora_weights=False))  # fmt: skip
+    WanImageToVideoPipeline.save_lora_weights(
+        path, transformer_lora_layers=get_peft_model_state_dict(transformer)
+    )
+    return path

@@ -1,12 +1,14 @@
-"""Which engine serves which model name, and building engines on demand."""
+"""Which engine serves which model name, building engines, and which are loaded."""
 
 from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 from wanserve.engines.base import Engine
 from wanserve.errors import ModelNotFound
@@ -47,13 +49,33 @@ def _routes_from(settings: Settings) -> dict[str, ModelRoute]:
     return routes
 
 
+LoadState = Literal["not_loaded", "loading", "loaded", "failed"]
+
+
+@dataclass(frozen=True)
+class EngineLoad:
+    """Whether one model's engine is built in this process (for readiness reports)."""
+
+    engine: str
+    state: LoadState = "not_loaded"
+    seconds: float | None = None  # how long the last load took
+    error: str | None = None  # why the last load failed
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values."""
+        return asdict(self)
+
+
 class EngineRegistry:
-    """Model names to engines; engines are built once per process, on first use."""
+    """Model names to engines; each is built once per process, at warm-up or first use."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
         self.routes = _routes_from(settings)
         self._engines: dict[str, Engine] = {}
+        # Read by other threads (a heartbeat reporting readiness) while a load runs.
+        self._lock = threading.Lock()
+        self._loads = {name: EngineLoad(route.engine) for name, route in self.routes.items()}
 
     def route(self, model: str) -> ModelRoute:
         """The route for `model`; raises `ModelNotFound` for names not served here."""
@@ -67,16 +89,72 @@ class EngineRegistry:
         return route
 
     def engine_for(self, model: str) -> Engine:
-        """The (cached) engine instance serving `model`."""
+        """The (cached) engine instance serving `model`, built now if it is not yet."""
         route = self.route(model)
-        if model not in self._engines:
+        engine = self._engines.get(model)
+        return engine if engine is not None else self._build(route)
+
+    def _build(self, route: ModelRoute) -> Engine:
+        self._set_load(route, "loading")
+        logger.info("model %s: loading engine %s", route.name, route.engine)
+        started = time.monotonic()
+        try:
             module = importlib.import_module(ENGINE_MODULES[route.engine])
-            logger.info("loading engine %s for model %s", route.engine, model)
-            self._engines[model] = module.create_engine(self.settings, route.options)
-        return self._engines[model]
+            engine: Engine = module.create_engine(self.settings, route.options)
+        except Exception as exc:
+            reason = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            self._set_load(route, "failed", time.monotonic() - started, reason)
+            raise
+        seconds = time.monotonic() - started
+        self._engines[route.name] = engine
+        self._set_load(route, "loaded", seconds)
+        logger.info("model %s: engine %s loaded in %.1f s", route.name, route.engine, seconds)
+        return engine
+
+    def _set_load(
+        self,
+        route: ModelRoute,
+        state: LoadState,
+        seconds: float | None = None,
+        error: str | None = None,
+    ) -> None:
+        with self._lock:
+            self._loads[route.name] = EngineLoad(route.engine, state, seconds, error)
+
+    def preloaded_models(self) -> list[str]:
+        """The models a worker builds at start (`WANSERVE_PRELOAD`: all, none or names)."""
+        wanted = self.settings.preload
+        if wanted == ["all"]:
+            return list(self.routes)
+        if wanted == ["none"]:
+            return []
+        return [self.route(name).name for name in wanted]
+
+    def warm_up(
+        self, models: Iterable[str] | None = None, *, stopping: threading.Event | None = None
+    ) -> dict[str, EngineLoad]:
+        """Build the engines of `models` (default: `preloaded_models`) before any job.
+
+        A model that fails to load is logged and reported as failed, not raised: its jobs
+        then fail with the load error while the other models are served.
+        """
+        for name in self.preloaded_models() if models is None else models:
+            if stopping is not None and stopping.is_set():
+                break
+            try:
+                self.engine_for(name)
+            except Exception:
+                logger.exception("model %s: engine failed to load at warm-up", name)
+        return self.load_states()
+
+    def load_states(self) -> dict[str, EngineLoad]:
+        """Each served model's load state in this process; safe from any thread."""
+        with self._lock:
+            return dict(self._loads)
 
     def close(self) -> None:
         """Close every engine built so far."""
-        for engine in self._engines.values():
+        for name, engine in list(self._engines.items()):
             engine.close()
+            self._set_load(self.routes[name], "not_loaded")
         self._engines.clear()

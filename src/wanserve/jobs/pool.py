@@ -6,6 +6,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 from multiprocessing.context import SpawnProcess
 from typing import Any
@@ -15,17 +16,31 @@ from wanserve.settings import Settings
 logger = logging.getLogger(__name__)
 
 
-def worker_main(settings_json: str) -> None:
-    """Entry point of one worker process: run the worker loop until SIGTERM."""
+def pin_devices(gpus: str) -> None:
+    """Show this process only `gpus` ("0" or "0+1"); must run before torch is imported."""
+    if "torch" in sys.modules:
+        # CUDA reads the variable once, when torch initialises it: too late to pin.
+        raise RuntimeError("pin_devices must run before torch is imported")
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpus.replace("+", ",")
+
+
+def worker_main(settings_json: str, gpus: str | None = None) -> None:
+    """Entry point of one worker process: pin its GPUs, warm up, run jobs until SIGTERM."""
+    if gpus is not None:
+        pin_devices(gpus)
     from wanserve.jobs.runtime import build_worker
     from wanserve.logs import configure_logging
 
     configure_logging()
+    if gpus is not None:
+        visible = os.environ["CUDA_VISIBLE_DEVICES"]
+        logger.info("worker process %s pinned to CUDA_VISIBLE_DEVICES=%s", os.getpid(), visible)
     worker = build_worker(Settings.model_validate_json(settings_json), migrate=False)
     signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: worker.stopping.set())
     threading.Thread(target=_stop_with_parent, args=(worker.stopping,), daemon=True).start()
     try:
+        worker.registry.warm_up(stopping=worker.stopping)
         worker.queue.consume(worker)
     finally:
         worker.registry.close()
@@ -42,9 +57,14 @@ def _stop_with_parent(stopping: threading.Event) -> None:
 
 
 class WorkerPool:
-    """A fixed number of worker processes, each replaced when it exits unexpectedly."""
+    """A fixed number of worker processes, each replaced when it exits unexpectedly.
+
+    With `settings.gpus`, worker i is pinned to GPU group i (and replaced on the same one).
+    """
 
     def __init__(self, settings: Settings, count: int):
+        if settings.gpus and count != len(settings.gpus):
+            raise ValueError(f"{len(settings.gpus)} GPU groups need {len(settings.gpus)} workers")
         self.settings = settings
         self.count = count
         # Spawn, not fork: the parent runs an event loop and threads that must not be copied.
@@ -53,17 +73,20 @@ class WorkerPool:
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
 
-    def _spawn(self) -> SpawnProcess:
+    def _spawn(self, index: int) -> SpawnProcess:
+        gpus = self.settings.gpus[index] if self.settings.gpus else None
         process = self._context.Process(
-            target=worker_main, args=(self.settings.model_dump_json(),), name="wanserve-worker"
+            target=worker_main,
+            args=(self.settings.model_dump_json(), gpus),
+            name=f"wanserve-worker-gpu{gpus}" if gpus else "wanserve-worker",
         )
         process.start()
-        logger.info("worker process %s started", process.pid)
+        logger.info("worker process %s started%s", process.pid, f" on GPU {gpus}" if gpus else "")
         return process
 
     def start(self) -> None:
         """Start the workers and a thread that replaces any that die."""
-        self._processes = [self._spawn() for _ in range(self.count)]
+        self._processes = [self._spawn(index) for index in range(self.count)]
         self._watcher = threading.Thread(target=self._watch, name="worker-pool", daemon=True)
         self._watcher.start()
 
@@ -74,7 +97,7 @@ class WorkerPool:
                     logger.error(
                         "worker process %s exited (%s); restarting", process.pid, process.exitcode
                     )
-                    self._processes[index] = self._spawn()
+                    self._processes[index] = self._spawn(index)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Ask every worker to stop (their jobs go back to the queue), then wait."""
