@@ -58,8 +58,12 @@ def test_preload_names_the_models_a_worker_loads(
     assert (states["wan-open"].state, states["wan2.7-i2v"].state) == ("loaded", "not_loaded")
     registry.close()
     assert EngineRegistry(Settings(data_dir=tmp_path, preload="none")).preloaded_models() == []
+    # A name not served here is logged at warm-up; the worker still starts.
+    unknown = EngineRegistry(Settings(data_dir=tmp_path, preload="nope,wan2.7-i2v"))
+    assert unknown.warm_up()["wan2.7-i2v"].state == "loaded"
     with pytest.raises(ModelNotFound):
-        EngineRegistry(Settings(data_dir=tmp_path, preload="nope")).preloaded_models()
+        unknown.engine_for("nope")
+    unknown.close()
 
 
 def test_a_stopping_worker_stops_warming_up(registry: EngineRegistry) -> None:

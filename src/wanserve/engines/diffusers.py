@@ -380,8 +380,11 @@ def _check_combinations(settings: DiffusersSettings, layout: Layout) -> None:
         raise EngineError("choose one of group_offload and cpu_offload")
     if settings.context_parallel > 1 and (settings.group_offload or settings.cpu_offload):
         raise EngineError("context_parallel keeps each rank's pipeline on its GPU: no offload")
-    if settings.context_parallel > 1 and settings.s2v_model:
-        raise EngineError("context_parallel is not available with a speech-to-video model")
+    if settings.s2v_model and (settings.context_parallel > 1 or settings.long_video == "segments"):
+        raise EngineError(
+            "context_parallel and long_video 'segments' are not available with a "
+            "speech-to-video model"
+        )
 
 
 def create_engine(settings: Settings, options: Mapping[str, Any]) -> DiffusersEngine:

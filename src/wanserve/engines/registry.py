@@ -126,16 +126,14 @@ class EngineRegistry:
         wanted = self.settings.preload
         if wanted == ["all"]:
             return list(self.routes)
-        if wanted == ["none"]:
-            return []
-        return [self.route(name).name for name in wanted]
+        return [] if wanted == ["none"] else list(wanted)
 
     def warm_up(
         self, models: Iterable[str] | None = None, *, stopping: threading.Event | None = None
     ) -> dict[str, EngineLoad]:
         """Build the engines of `models` (default: `preloaded_models`) before any job.
 
-        A model that fails to load is logged and reported as failed, not raised: its jobs
+        A model that fails to load (or is not served here) is logged, not raised: its jobs
         then fail with the load error while the other models are served.
         """
         for name in self.preloaded_models() if models is None else models:

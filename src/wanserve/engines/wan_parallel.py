@@ -20,7 +20,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from wanserve.engines.wan_pipeline import LoadedPipeline, transformers_of
+from wanserve.engines.wan_pipeline import LoadedPipeline, device_and_dtype, transformers_of
 from wanserve.errors import EngineError
 
 logger = logging.getLogger(__name__)
@@ -63,12 +63,17 @@ def enable_context_parallel(pipe: Any, degree: int, device: str) -> None:
             transformer.enable_parallelism(config=ContextParallelConfig(ulysses_degree=degree))
 
 
-def _init_group(rank: int, degree: int, init_file: str, device: str) -> None:
+def _select_device(rank: int, device: str) -> None:
+    """Rank r works on the r-th visible GPU (set before its pipeline loads)."""
     import torch
-    import torch.distributed as dist
 
     if device.startswith("cuda"):
         torch.cuda.set_device(rank)
+
+
+def _init_group(rank: int, degree: int, init_file: str, device: str) -> None:
+    import torch.distributed as dist
+
     dist.init_process_group(
         "nccl" if device.startswith("cuda") else "gloo",
         init_method=f"file://{init_file}",
@@ -109,13 +114,14 @@ def _helper_main(rank: int, degree: int, init_file: str, settings_json: str, con
 
     from wanserve.engines.diffusers import DiffusersSettings
     from wanserve.engines.wan_layouts import read_layout
-    from wanserve.engines.wan_pipeline import device_and_dtype, load_pipeline
+    from wanserve.engines.wan_pipeline import load_pipeline
     from wanserve.logs import configure_logging
 
     configure_logging()
     settings = DiffusersSettings.model_validate_json(settings_json)
     device, _ = device_and_dtype(settings)
     try:
+        _select_device(rank, device)
         assert settings.model is not None
         layout = read_layout(settings.model).tuned(settings.layout_overrides())
         loaded = load_pipeline(WanImageToVideoPipeline, settings.model, settings, layout)
@@ -167,6 +173,7 @@ class ParallelRunner:
             process.start()
             self._helpers.append((process, ours))
         try:
+            _select_device(0, device_and_dtype(settings)[0])
             self.loaded = load()
             # Every rank has loaded before any joins the group: a rank that fails to load
             # is reported here instead of leaving the others waiting at the rendezvous.

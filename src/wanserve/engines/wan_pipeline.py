@@ -25,6 +25,7 @@ _DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 # Tried in this order by `attention_backend: auto`; sage is quantized attention, so it is
 # only used when asked for by name.
 AUTO_ATTENTION = ("_flash_3", "flash", "_native_cudnn")
+AUTO_ATTENTION_PARALLEL = ("flash", "_native_cudnn")  # those with context-parallel support
 EXPERTS: dict[str, tuple[str, ...]] = {"high": ("transformer",), "low": ("transformer_2",)}
 _FP8_CAPABILITY = (8, 9)  # Ada and Hopper: fp8 tensor cores
 
@@ -123,7 +124,7 @@ def load_pipeline(
     if settings.vae_slicing:
         pipe.vae.enable_slicing()
     loaded.attention_backend = set_attention_backend(
-        loaded.transformers, settings.attention_backend, device
+        loaded.transformers, settings.attention_backend, device, settings.context_parallel > 1
     )
     if settings.cache:
         loaded.reuse = enable_step_cache(loaded.transformers, settings, layout.steps)
@@ -186,11 +187,14 @@ def apply_loras(pipe: Any, loras: list[Any], *, fuse: bool) -> list[dict[str, An
     return applied
 
 
-def set_attention_backend(transformers: list[Any], backend: str | None, device: str) -> str:
+def set_attention_backend(
+    transformers: list[Any], backend: str | None, device: str, parallel: bool = False
+) -> str:
     """Switch attention to `backend` ('auto': the best installed); fall back to native."""
     if not backend or backend == "native":
         return "native"
-    candidates = AUTO_ATTENTION if backend == "auto" else (backend,)
+    automatic = AUTO_ATTENTION_PARALLEL if parallel else AUTO_ATTENTION
+    candidates = automatic if backend == "auto" else (backend,)
     if backend == "auto" and device != "cuda":
         return "native"
     for candidate in candidates:
