@@ -1,7 +1,8 @@
 """Seconds per Wan video on one GPU: plain diffusers against each speed switch, stacked.
 
 GPU run (one CUDA GPU; full-size Wan2.2 A14B expert and Wan VAE with random weights,
-nothing downloaded; about 7 minutes on an H200, never more than --budget seconds of rows):
+nothing downloaded; planned for under 9 minutes on one H200, not run there yet; no new row
+starts after --budget seconds):
     python bench/diffusers_wan.py --json results.json [--sizes 480P,720P] [--budget 420]
 CPU run on tiny random models (what the test suite builds):
     python bench/diffusers_wan.py --tiny --json tiny.json
