@@ -119,6 +119,10 @@ class StoreUnavailable(Unavailable):
     """
 
 
+class StorageUnavailable(Unavailable):
+    """The file storage (a bucket) cannot be reached just now; a full local disk is ENOSPC."""
+
+
 class JobCancelled(Exception):
     """Raised inside a running job when it was cancelled or deleted; stops the work."""
 

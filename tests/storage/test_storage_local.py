@@ -91,4 +91,3 @@ def test_objects_lists_files_under_a_prefix_with_their_times(store):
     assert set(found) == {"jobs/a/media/first.png", "jobs/b/output/video.mp4"}
     assert found["jobs/a/media/first.png"] == 1000.0
     assert list(store.objects("nothing/")) == []
-

@@ -14,6 +14,7 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from pydantic import SecretStr
 
+from wanserve.errors import StorageUnavailable
 from wanserve.settings import Settings
 from wanserve.storage import open_storage
 from wanserve.storage import s3 as s3_module
@@ -225,3 +226,23 @@ def test_objects_lists_keys_under_a_prefix_with_their_times(store, raw_s3, bucke
     found = {o.key: o.modified for o in store.objects("jobs/")}
     assert set(found) == {"jobs/a/media/first.png", "jobs/b/output/video.mp4"}
     assert all(before <= modified <= time.time() + 5 for modified in found.values())
+
+
+def test_data_calls_to_a_dead_endpoint_are_storage_unavailable(aws_env, tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = open_storage(f"s3://b?endpoint_url=http://127.0.0.1:{port}&region=us-east-1")
+    calls = [
+        lambda: store.put_bytes("jobs/a/x", b"x", "text/plain"),
+        lambda: store.size("jobs/a/x"),
+        lambda: store.download_to("jobs/a/x", tmp_path / "x"),
+        lambda: store.delete_prefix("jobs/a/"),
+        lambda: list(store.objects("jobs/")),
+    ]
+    for call in calls:
+        with pytest.raises(StorageUnavailable) as away:
+            call()
+        assert away.value.code == "service_unavailable"
+        assert isinstance(away.value.__cause__, EndpointConnectionError)
+    assert list(tmp_path.iterdir()) == []  # no partial download left

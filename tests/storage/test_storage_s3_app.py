@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from urllib.parse import urlparse
 
@@ -94,3 +95,36 @@ def test_a_job_on_s3_storage(s3_client, s3_settings, s3_endpoint, bucket, media_
     assert list_keys(prefix) == []
     assert httpx.get(url).status_code in (403, 404), "S3 answers 403 without list rights"
     assert len(list_keys(f"tenant-a/jobs/{remix['id']}/")) == 3, "the remix keeps its media"
+
+
+def dead_bucket(settings: Settings, bucket: str) -> Settings:
+    """The same settings with the bucket's endpoint on a port where nothing listens."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return settings.model_copy(
+        update={"storage_url": f"s3://{bucket}/tenant-a?endpoint_url=http://127.0.0.1:{port}"}
+    )
+
+
+def test_a_bucket_out_of_reach_is_503_and_fails_no_job_early(
+    s3_client, s3_settings, bucket, media_server
+):
+    created = s3_client.post("/v1/videos", json=seed_body(media_server, size="320x240"))
+    video_id = created.json()["id"]
+    away = dead_bucket(s3_settings, bucket).model_copy(update={"max_attempts": 2})
+    with TestClient(create_app(away, workers=0)) as client:
+        refused = client.post("/v1/videos", json=seed_body(media_server))
+        assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1
+        assert refused.json()["error"]["code"] == "service_unavailable"
+        assert client.delete(f"/v1/videos/{video_id}").status_code == 503
+        worker = build_worker(away)
+        try:
+            assert worker.run_once()
+            first = client.get(f"/v1/videos/{video_id}").json()
+            assert first["status"] == "queued"  # back in the queue, not an engine error
+            assert worker.run_once()
+        finally:
+            worker.registry.close()
+        video = client.get(f"/v1/videos/{video_id}").json()
+        assert (video["status"], video["error"]["code"]) == ("failed", "storage_error")

@@ -23,7 +23,13 @@ from pathlib import Path
 from anyio import to_thread
 
 from wanserve.engines.registry import EngineRegistry
-from wanserve.errors import InvalidRequest, StoreUnavailable, Unavailable, WanserveError
+from wanserve.errors import (
+    InvalidRequest,
+    StorageUnavailable,
+    StoreUnavailable,
+    Unavailable,
+    WanserveError,
+)
 from wanserve.jobs.model import Job, JobSpec, JobStatus, MediaRef
 from wanserve.jobs.queue import DatabaseQueue, JobQueue
 from wanserve.jobs.store import JobStore
@@ -239,6 +245,10 @@ class Intake:
         """Media writes that fail (a full disk) refuse the create and leave no files."""
         try:
             yield
+        except StorageUnavailable:
+            with contextlib.suppress(StorageUnavailable):  # the orphan sweep if not now
+                self.storage.delete_prefix(job_prefix(job_id))
+            raise
         except OSError as exc:
             # No id was given out yet: refuse cleanly, and leave no partial job behind.
             self.storage.delete_prefix(job_prefix(job_id))

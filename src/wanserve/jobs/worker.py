@@ -16,7 +16,14 @@ from typing import Any, TypeVar
 
 from wanserve.engines.base import GenerationRequest, MediaInput
 from wanserve.engines.registry import EngineRegistry
-from wanserve.errors import Conflict, EngineError, JobCancelled, StoreUnavailable, UpstreamError
+from wanserve.errors import (
+    Conflict,
+    EngineError,
+    JobCancelled,
+    StorageUnavailable,
+    StoreUnavailable,
+    UpstreamError,
+)
 from wanserve.jobs.backoff import Backoff, persist
 from wanserve.jobs.context import JobContext, WorkerStopping
 from wanserve.jobs.maintenance import Maintenance
@@ -138,6 +145,8 @@ class Worker:
         except StoreUnavailable:
             # Only once stopping: the outcome could not be recorded, so the lease decides.
             logger.error("job %s: left to its lease (job store unavailable)", job.id)
+        except StorageUnavailable:
+            self._out_of_room(job, "the file storage could not be reached")
         except UpstreamError as exc:
             detail = f" (provider code {exc.provider_code})" if exc.provider_code else ""
             self._fail(job, exc.code, exc.message + detail)
@@ -145,7 +154,7 @@ class Worker:
             self._fail(job, exc.code, exc.message)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
-                self._out_of_room(job)
+                self._out_of_room(job, "no space left")
             else:
                 logger.exception("job %s: I/O failure", job.id)
                 self._fail(job, ErrorCode.STORAGE_ERROR, "The video could not be stored.")
@@ -261,18 +270,19 @@ class Worker:
             rendered.duration,
         )
 
-    def _out_of_room(self, job: Job) -> None:
-        """A full disk: the job goes back to the queue, its attempt counted, or fails."""
+    def _out_of_room(self, job: Job, why: str) -> None:
+        """Storage that cannot take files: back to the queue, the attempt counted, or fail."""
         if job.attempts >= self.settings.max_attempts:
             self._fail(
                 job,
                 ErrorCode.STORAGE_ERROR,
-                f"The video could not be stored: no space left after {job.attempts} attempts.",
+                f"The video could not be stored: {why} after {job.attempts} attempts.",
             )
             return
         logger.error(
-            "job %s: disk full, back to the queue (attempt %d of %d)",
+            "job %s: %s, back to the queue (attempt %d of %d)",
             job.id,
+            why,
             job.attempts,
             self.settings.max_attempts,
         )
@@ -281,7 +291,7 @@ class Worker:
         )
         if released:
             self.queue.publish(job.id)
-        # Room is rarely made in an instant: give the disk a moment before the next job.
+        # Room is rarely made in an instant: give the storage a moment before the next job.
         self.stopping.wait(self.settings.poll_interval * 10)
 
     def _settle_cancelled(self, job: Job) -> None:

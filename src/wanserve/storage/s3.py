@@ -11,16 +11,20 @@ import mimetypes
 import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from wanserve.errors import StorageUnavailable
 from wanserve.settings import Settings
 from wanserve.storage.base import StoredObject
 
@@ -28,6 +32,7 @@ from wanserve.storage.base import StoredObject
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 _DELETE_BATCH = 1000  # the most keys one DeleteObjects call takes
 _MISSING = {"404", "NoSuchKey", "NotFound"}
+_AWAY = "The file storage is unavailable right now; try again shortly."
 _URL_OPTIONS = {"endpoint_url", "public_endpoint_url", "region", "addressing_style"}
 _TRANSFER = TransferConfig(
     multipart_threshold=16 * 1024 * 1024,
@@ -94,6 +99,26 @@ def _client(options: S3Options, endpoint_url: str | None) -> Any:
     )
 
 
+@contextmanager
+def _reachable() -> Iterator[None]:
+    """The bucket out of reach (no connection, its own 5xx after boto3's retries) reads as
+    `StorageUnavailable`; its other answers (missing, forbidden) go through."""
+    try:
+        yield
+    except (BotoConnectionError, HTTPClientError) as exc:
+        raise StorageUnavailable(_AWAY, reason="unreachable") from exc
+    except (ClientError, S3UploadFailedError) as exc:
+        answer = exc if isinstance(exc, ClientError) else exc.__context__
+        status = (
+            answer.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if isinstance(answer, ClientError)
+            else 0
+        )
+        if int(status) >= 500:
+            raise StorageUnavailable(_AWAY, reason="unreachable") from exc
+        raise
+
+
 def _is_missing(error: ClientError) -> bool:
     return str(error.response.get("Error", {}).get("Code")) in _MISSING
 
@@ -123,27 +148,29 @@ class S3Storage:
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         """Store `data` under `key` (an S3 PUT is atomic)."""
-        self.client.put_object(
-            Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type
-        )
+        with _reachable():
+            self.client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type
+            )
 
     def put_file(self, key: str, path: Path, content_type: str) -> None:
         """Store the file at `path` under `key`; large files go up in parts."""
         # An object appears only when its (multipart) upload completes; a failed
         # multipart upload is aborted by boto3.
-        self.client.upload_file(
-            str(path),
-            self.bucket,
-            self._key(key),
-            ExtraArgs={"ContentType": content_type},
-            Config=_TRANSFER,
-        )
+        with _reachable():
+            self.client.upload_file(
+                str(path),
+                self.bucket,
+                self._key(key),
+                ExtraArgs={"ContentType": content_type},
+                Config=_TRANSFER,
+            )
 
     def download_to(self, key: str, path: Path) -> None:
         """Copy the object at `key` into a local file (temp name, then rename)."""
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
-            with os.fdopen(fd, "wb") as out:
+            with os.fdopen(fd, "wb") as out, _reachable():
                 self.client.download_fileobj(self.bucket, self._key(key), out, Config=_TRANSFER)
             os.replace(tmp, path)
         except ClientError as exc:
@@ -162,7 +189,8 @@ class S3Storage:
     def size(self, key: str) -> int | None:
         """Size in bytes, or None when there is no such object."""
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            with _reachable():
+                head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         except ClientError as exc:
             if _is_missing(exc):
                 return None
@@ -186,20 +214,22 @@ class S3Storage:
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=full, PaginationConfig={"PageSize": _DELETE_BATCH}
         )
-        for page in pages:
-            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
-            if keys:
-                self._delete(keys)
+        with _reachable():
+            for page in pages:
+                keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+                if keys:
+                    self._delete(keys)
 
     def objects(self, prefix: str) -> Iterator[StoredObject]:
         """Every object under `prefix`, with when it was last written."""
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=self._key(prefix)
         )
-        for page in pages:
-            for item in page.get("Contents", []):
-                key = str(item["Key"]).removeprefix(self.options.prefix)
-                yield StoredObject(key, item["LastModified"].timestamp())
+        with _reachable():
+            for page in pages:
+                for item in page.get("Contents", []):
+                    key = str(item["Key"]).removeprefix(self.options.prefix)
+                    yield StoredObject(key, item["LastModified"].timestamp())
 
     def _delete(self, keys: list[dict[str, str]]) -> None:
         answer = self.client.delete_objects(
