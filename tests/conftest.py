@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from helpers import png_bytes, scene, wav_bytes
+from helpers import OutageLog, png_bytes, scene, wav_bytes
 from netguard import loopback_fetcher
 from wanserve.api.app import create_app
 from wanserve.jobs.runtime import build_worker
@@ -80,3 +81,12 @@ def worker(settings: Settings) -> Iterator[Worker]:
     runner.stopping.set()
     thread.join(timeout=30)
     runner.registry.close()
+
+
+@pytest.fixture
+def outages() -> Iterator[OutageLog]:
+    """The "job store unavailable" warnings logged during the test."""
+    handler = OutageLog()
+    logging.getLogger("wanserve").addHandler(handler)
+    yield handler
+    logging.getLogger("wanserve").removeHandler(handler)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -107,3 +108,23 @@ def race(count: int, task: Callable[[int], Any]) -> list[Any]:
     for thread in threads:
         thread.join(timeout=120)
     return results
+
+
+class OutageLog(logging.Handler):
+    """Counts the worker's "job store unavailable" warnings; `seen(n)` waits for n."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+        self._changed = threading.Condition()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "job store unavailable" in record.getMessage():
+            with self._changed:
+                self.count += 1
+                self._changed.notify_all()
+
+    def seen(self, n: int, timeout: float = 30) -> bool:
+        """Wait until `n` were logged; False when `timeout` passed first."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.count >= n, timeout)

@@ -8,7 +8,6 @@ and a full disk (an 8 MB tmpfs) answer 503 with `Retry-After`, never 500, and re
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import subprocess
 import threading
@@ -22,7 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
-from helpers import race, seed_body
+from helpers import OutageLog, race, seed_body
 from liveapp import live_app
 from netguard import loopback_fetcher
 from pgtools import POSTGRES_URL, OwnPostgres
@@ -118,29 +117,6 @@ def own_postgres() -> Iterator[OwnPostgres]:
     server.remove()
 
 
-class Outages(logging.Handler):
-    """Counts the worker's "job store unavailable" warnings; `seen` is set at the first."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.seen = threading.Event()
-        self.count = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "job store unavailable" in record.getMessage():
-            self.count += 1
-            self.seen.set()
-
-
-@pytest.fixture
-def outages() -> Iterator[Outages]:
-    """The worker's outage warnings during the test."""
-    handler = Outages()
-    logging.getLogger("wanserve").addHandler(handler)
-    yield handler
-    logging.getLogger("wanserve").removeHandler(handler)
-
-
 def wait_for_status(client: TestClient, video_id: str, status: str) -> None:
     deadline = time.monotonic() + 120
     while client.get(f"/v1/videos/{video_id}").json().get("status") != status:
@@ -151,7 +127,7 @@ def wait_for_status(client: TestClient, video_id: str, status: str) -> None:
 @pytest.mark.services
 @pytest.mark.slow
 def test_a_stopped_database_is_503_with_retry_after_and_the_service_recovers(
-    own_postgres: OwnPostgres, settings: Settings, media_server: str, outages: Outages
+    own_postgres: OwnPostgres, settings: Settings, media_server: str, outages: OutageLog
 ):
     settings = settings.model_copy(update={"database_url": own_postgres.url, "create_rate": 0})
     app = create_app(settings, fetcher=loopback_fetcher(settings), workers=0)
@@ -181,7 +157,7 @@ def test_a_stopped_database_is_503_with_retry_after_and_the_service_recovers(
             ready = client.get("/readyz")
             assert ready.status_code == 503
             assert ready.json()["checks"] == {"database": "error: unreachable", "storage": "ok"}
-            assert outages.seen.wait(30) and worker_thread.is_alive()
+            assert outages.seen(1) and worker_thread.is_alive()
         finally:
             own_postgres.start()
         assert client.get(f"/v1/videos/{video_id}").status_code == 200
@@ -241,7 +217,7 @@ def fill(disk: Path) -> Path:
 
 @pytest.mark.slow
 def test_a_full_disk_is_503_delete_frees_space_and_workers_wait(
-    small_disk: Path, settings: Settings, media_server: str, outages: Outages
+    small_disk: Path, settings: Settings, media_server: str, outages: OutageLog
 ):
     settings = settings.model_copy(
         update={"data_dir": small_disk / "data", "create_rate": 0, "max_attempts": 1000}

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,33 +25,6 @@ from wanserve.storage.layout import job_prefix, media_key
 from wanserve.storage.local import LocalStorage
 
 SMALL = {"size": "320x240", "seconds": "2"}
-
-
-class Outages(logging.Handler):
-    """Counts the worker's "job store unavailable" warnings; `seen(n)` waits for n."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.count = 0
-        self._changed = threading.Condition()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "job store unavailable" in record.getMessage():
-            with self._changed:
-                self.count += 1
-                self._changed.notify_all()
-
-    def seen(self, n: int, timeout: float = 30) -> bool:
-        with self._changed:
-            return self._changed.wait_for(lambda: self.count >= n, timeout)
-
-
-@pytest.fixture
-def outages() -> Iterator[Outages]:
-    handler = Outages()
-    logging.getLogger("wanserve").addHandler(handler)
-    yield handler
-    logging.getLogger("wanserve").removeHandler(handler)
 
 
 class FlakyStore(JobStore):
