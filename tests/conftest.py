@@ -6,13 +6,13 @@ import functools
 import http.server
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from helpers import OutageLog, png_bytes, scene, wav_bytes
+from helpers import LogWatch, png_bytes, scene, wav_bytes
 from netguard import loopback_fetcher
 from wanserve.api.app import create_app
 from wanserve.jobs.runtime import build_worker
@@ -84,9 +84,25 @@ def worker(settings: Settings) -> Iterator[Worker]:
 
 
 @pytest.fixture
-def outages() -> Iterator[OutageLog]:
+def watch_logs() -> Iterator[Callable[[str], LogWatch]]:
+    """Start counting wanserve's log records that match a pattern (an event to wait on)."""
+    watches: list[LogWatch] = []
+    logger = logging.getLogger("wanserve")
+    level = logger.level
+
+    def watch(pattern: str) -> LogWatch:
+        watches.append(LogWatch(pattern))
+        logger.addHandler(watches[-1])
+        logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))  # job events are INFO
+        return watches[-1]
+
+    yield watch
+    for handler in watches:
+        logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+@pytest.fixture
+def outages(watch_logs: Callable[[str], LogWatch]) -> LogWatch:
     """The "job store unavailable" warnings logged during the test."""
-    handler = OutageLog()
-    logging.getLogger("wanserve").addHandler(handler)
-    yield handler
-    logging.getLogger("wanserve").removeHandler(handler)
+    return watch_logs("job store unavailable")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -110,21 +111,22 @@ def race(count: int, task: Callable[[int], Any]) -> list[Any]:
     return results
 
 
-class OutageLog(logging.Handler):
-    """Counts the worker's "job store unavailable" warnings; `seen(n)` waits for n."""
+class LogWatch(logging.Handler):
+    """Counts the log records whose message matches `pattern`; `seen(n)` waits for n."""
 
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
+    def __init__(self, pattern: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.pattern = re.compile(pattern)
         self.count = 0
         self._changed = threading.Condition()
 
     def emit(self, record: logging.LogRecord) -> None:
-        if "job store unavailable" in record.getMessage():
+        if self.pattern.search(record.getMessage()):
             with self._changed:
                 self.count += 1
                 self._changed.notify_all()
 
-    def seen(self, n: int, timeout: float = 30) -> bool:
+    def seen(self, n: int, timeout: float = 60) -> bool:
         """Wait until `n` were logged; False when `timeout` passed first."""
         with self._changed:
             return self._changed.wait_for(lambda: self.count >= n, timeout)

@@ -11,9 +11,8 @@ import errno
 import os
 import subprocess
 import threading
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -21,7 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
-from helpers import OutageLog, race, seed_body
+from helpers import LogWatch, race, seed_body
 from liveapp import live_app
 from netguard import loopback_fetcher
 from pgtools import POSTGRES_URL, OwnPostgres
@@ -117,17 +116,14 @@ def own_postgres() -> Iterator[OwnPostgres]:
     server.remove()
 
 
-def wait_for_status(client: TestClient, video_id: str, status: str) -> None:
-    deadline = time.monotonic() + 120
-    while client.get(f"/v1/videos/{video_id}").json().get("status") != status:
-        assert time.monotonic() < deadline, f"{video_id} never became {status}"
-        time.sleep(0.1)
-
-
 @pytest.mark.services
 @pytest.mark.slow
 def test_a_stopped_database_is_503_with_retry_after_and_the_service_recovers(
-    own_postgres: OwnPostgres, settings: Settings, media_server: str, outages: OutageLog
+    own_postgres: OwnPostgres,
+    settings: Settings,
+    media_server: str,
+    outages: LogWatch,
+    watch_logs: Callable[[str], LogWatch],
 ):
     settings = settings.model_copy(update={"database_url": own_postgres.url, "create_rate": 0})
     app = create_app(settings, fetcher=loopback_fetcher(settings), workers=0)
@@ -135,6 +131,7 @@ def test_a_stopped_database_is_503_with_retry_after_and_the_service_recovers(
     worker_thread = threading.Thread(target=worker.run, daemon=True)
     with TestClient(app) as client:
         video_id = client.post("/v1/videos", json=seed_body(media_server, **SMALL)).json()["id"]
+        completed = watch_logs(f"job {video_id}: completed")
         own_postgres.stop()
         try:
             worker_thread.start()  # it finds the database down and waits
@@ -162,7 +159,7 @@ def test_a_stopped_database_is_503_with_retry_after_and_the_service_recovers(
             own_postgres.start()
         assert client.get(f"/v1/videos/{video_id}").status_code == 200
         assert client.get("/readyz").status_code == 200
-        wait_for_status(client, video_id, "completed")  # the waiting worker ran it
+        assert completed.seen(1)  # the waiting worker ran it
         assert worker_thread.is_alive()
     worker.stopping.set()
     worker_thread.join(timeout=30)
@@ -217,7 +214,7 @@ def fill(disk: Path) -> Path:
 
 @pytest.mark.slow
 def test_a_full_disk_is_503_delete_frees_space_and_workers_wait(
-    small_disk: Path, settings: Settings, media_server: str, outages: OutageLog
+    small_disk: Path, settings: Settings, media_server: str, watch_logs: Callable[[str], LogWatch]
 ):
     settings = settings.model_copy(
         update={"data_dir": small_disk / "data", "create_rate": 0, "max_attempts": 1000}
@@ -240,18 +237,16 @@ def test_a_full_disk_is_503_delete_frees_space_and_workers_wait(
         assert client.get(f"/v1/videos/{done}").json()["status"] == "completed"
 
         # The worker meets the full disk (its claim, or the output it stores) and waits.
+        no_room = watch_logs("job store unavailable|no space left, back to the queue")
+        completed = watch_logs(f"job {waiting}: completed")
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()
-        store = worker.store
-        deadline = time.monotonic() + 60
-        while outages.count < 2 and store.get(waiting).attempts < 2:
-            assert thread.is_alive() and time.monotonic() < deadline
-            time.sleep(0.1)
+        assert no_room.seen(2) and thread.is_alive()
 
         assert client.delete(f"/v1/videos/{done}").status_code == 200  # frees its files
         assert client.get(f"/v1/videos/{done}").status_code == 404
         ballast.unlink()
-        wait_for_status(client, waiting, "completed")
+        assert completed.seen(1)
         assert thread.is_alive()
         assert client.get("/readyz").status_code == 200
         assert client.post("/v1/videos", json=body).status_code == 200

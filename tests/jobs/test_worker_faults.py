@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -25,6 +24,7 @@ from wanserve.storage.layout import job_prefix, media_key
 from wanserve.storage.local import LocalStorage
 
 SMALL = {"size": "320x240", "seconds": "2"}
+FINISHED = r"job \S+: (completed|failed with)"
 
 
 class FlakyStore(JobStore):
@@ -94,8 +94,11 @@ def test_store_outages_during_a_job_never_fail_it(client, settings, media_server
     registry.close()
 
 
-def test_the_worker_loop_waits_out_a_store_outage(settings, media_server, outages, client):
+def test_the_worker_loop_waits_out_a_store_outage(
+    settings, media_server, outages, watch_logs, client
+):
     created = client.post("/v1/videos", json=seed_body(media_server, **SMALL)).json()
+    finished = watch_logs(FINISHED)
     store = FlakyStore(settings.resolved_database_url, {"claim": 4})
     worker = Worker(
         settings, store, LocalStorage(settings.data_dir / "files"), EngineRegistry(settings)
@@ -104,10 +107,8 @@ def test_the_worker_loop_waits_out_a_store_outage(settings, media_server, outage
     thread.start()
     try:
         assert outages.seen(4)
-        deadline = time.monotonic() + 60
-        while store.get(created["id"]).status is not JobStatus.COMPLETED:
-            assert thread.is_alive() and time.monotonic() < deadline
-            time.sleep(0.05)
+        assert finished.seen(1) and thread.is_alive()
+        assert store.get(created["id"]).status is JobStatus.COMPLETED
     finally:
         worker.stopping.set()
         thread.join(timeout=30)
@@ -134,7 +135,8 @@ def test_a_worker_on_a_database_that_refuses_keeps_waiting(settings, outages):
 
 @pytest.mark.services
 @pytest.mark.slow
-def test_killed_database_connections_mid_job_all_complete(settings, media_server):
+def test_killed_database_connections_mid_job_all_complete(settings, media_server, watch_logs):
+    finished = watch_logs(FINISHED)
     with fresh_database() as url:
         settings = settings.model_copy(update={"database_url": url})
         app = create_app(settings, fetcher=loopback_fetcher(settings), workers=0)
@@ -153,18 +155,8 @@ def test_killed_database_connections_mid_job_all_complete(settings, media_server
         killer = threading.Thread(target=kill_connections, daemon=True)
         for thread in [*threads, killer]:
             thread.start()
-        observer = JobStore(make_engine(url))
         try:
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    jobs = [observer.get(job_id) for job_id in ids]
-                except StoreUnavailable:
-                    continue
-                if all(job.status.is_finished for job in jobs):
-                    break
-                assert time.monotonic() < deadline, [job.status for job in jobs]
-                time.sleep(0.1)
+            assert finished.seen(len(ids), timeout=180)
         finally:
             done.set()
             for worker in workers:
@@ -174,9 +166,11 @@ def test_killed_database_connections_mid_job_all_complete(settings, media_server
             for worker in workers:
                 worker.registry.close()
                 worker.store.engine.dispose()
+        observer = JobStore(make_engine(url))
+        jobs = [observer.get(job_id) for job_id in ids]
+        observer.engine.dispose()
         assert [(job.status, job.error_code) for job in jobs] == [(JobStatus.COMPLETED, None)] * 4
         assert sum(kills) > 10  # connections really were cut while the jobs ran
-        observer.engine.dispose()
 
 
 def test_stored_media_without_a_job_are_swept_after_an_hour(client, settings, media_server):
