@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -138,10 +140,25 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets the API read while a worker writes; the busy timeout makes concurrent
     # writers from several processes wait for each other instead of failing.
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    _use_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _use_wal(cursor: Any) -> None:
+    """Put a (new) database file in WAL mode; a no-op for one that already is."""
+    # Switching needs the file to itself, and SQLite answers "locked" at once rather than
+    # waiting when another process (one migrating it, say) holds it at that moment.
+    for attempt in range(100):
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 99:
+                raise
+            time.sleep(0.05)
 
 
 def _begin_sqlite(connection: Connection) -> None:
