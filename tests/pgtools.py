@@ -34,13 +34,13 @@ def fresh_database(server_url: str = POSTGRES_URL) -> Iterator[str]:
     """An empty database of its own on the server; yields its URL and drops it after."""
     name = f"wanserve_t_{uuid.uuid4().hex[:12]}"
     admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f"CREATE DATABASE {name}"))
     try:
-        with admin.connect() as connection:
-            connection.execute(text(f"CREATE DATABASE {name}"))
         yield _admin_url(server_url, name)
+    finally:  # a failed test too: nothing is left on the shared server
         with admin.connect() as connection:
             connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    finally:
         admin.dispose()
 
 

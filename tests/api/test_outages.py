@@ -111,9 +111,11 @@ def own_postgres() -> Iterator[OwnPostgres]:
         server = OwnPostgres()
     except (FileNotFoundError, subprocess.CalledProcessError) as exc:
         pytest.skip(f"cannot make a PostgreSQL server here: {exc}")
-    server.start()
-    yield server
-    server.remove()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
 
 
 @pytest.mark.services
