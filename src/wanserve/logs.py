@@ -1,10 +1,12 @@
-"""Logging set-up for the CLI and worker processes."""
+"""Logging set-up for the CLI and worker processes: secrets redacted, control characters escaped."""
 
 from __future__ import annotations
 
 import logging
 import os
 import re
+import traceback
+from types import TracebackType
 
 REDACTED = "[redacted]"
 # What must never reach a log line: Bearer tokens, credentials in URLs, signed-URL
@@ -21,6 +23,46 @@ _SECRETS = [
         rf"\1{REDACTED}",
     ),
 ]
+
+# What could forge or garble a log line when a client's text is logged: C0 and C1
+# controls (NUL, CR, LF, ESC...), DEL, Unicode line separators and lone surrogates.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# Tracebacks are multi-line by nature; everything else in them is escaped the same way.
+_CONTROLS_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[char]
+    return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+
+
+def escape_controls(text: str, *, keep_newlines: bool = False) -> str:
+    """`text` with control characters written as escapes (`\\x00`, `\\n`), as repr() does."""
+    pattern = _CONTROLS_BUT_NEWLINE if keep_newlines else _CONTROLS
+    return pattern.sub(_escape, text)
+
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
+
+
+def format_exception(exc_info: ExcInfo) -> str:
+    """A traceback as logging prints it, but with each exception's message escaped.
+
+    Only the traceback's own lines break: a newline inside an exception message (which
+    may quote a client's text) is written as `\\n`, so it cannot start a forged line.
+    """
+    text = logging.Formatter().formatException(exc_info)
+    error: BaseException | None = exc_info[1]
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        message = "".join(traceback.format_exception_only(type(error), error)).rstrip("\n")
+        text = text.replace(message, escape_controls(message))
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+    return text
 
 
 def redact(text: str) -> str:
@@ -41,9 +83,32 @@ class RedactSecrets(logging.Filter):
             return True
         record.msg, record.args = redact(message), None
         if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_text = format_exception(record.exc_info)
         if record.exc_text:
             record.exc_text = redact(record.exc_text)
+        return True
+
+
+class EscapeControls(logging.Filter):
+    """A handler filter that escapes control characters, so one record is one line.
+
+    A NUL or a newline a client put in a path, header or field never reaches the log
+    raw; a traceback keeps its own line breaks and nothing else (see `format_exception`).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record in place; never drops it."""
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format: leave the record for the handler to report
+            return True
+        record.msg, record.args = escape_controls(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = format_exception(record.exc_info)
+        if record.exc_text:
+            record.exc_text = escape_controls(record.exc_text, keep_newlines=True)
+        if record.stack_info:
+            record.stack_info = escape_controls(record.stack_info, keep_newlines=True)
         return True
 
 
@@ -55,8 +120,10 @@ def configure_logging(level: str | None = None) -> None:
     )
     # On the handlers, not the loggers: a logger's filter misses records that its
     # children (uvicorn, httpx, ours) pass up to it.
+    # Redaction first: its patterns end at whitespace that escaping would hide.
     for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, RedactSecrets) for f in handler.filters):
-            handler.addFilter(RedactSecrets())
+        for kind in (RedactSecrets, EscapeControls):
+            if not any(isinstance(f, kind) for f in handler.filters):
+                handler.addFilter(kind())
     # httpx logs every request URL at INFO, and provider result URLs carry signatures.
     logging.getLogger("httpx").setLevel(logging.WARNING)
