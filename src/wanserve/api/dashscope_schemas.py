@@ -8,11 +8,23 @@ fields the `dashscope` SDK still sends (`img_url`, `first_frame_url`, `last_fram
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from wanserve.api.schemas import MAX_SEED, TIERS, checked_pixel_size, parse_pixel_size
+from wanserve.api.fields import (
+    TIERS,
+    MediaItem,
+    MediaUrl,
+    ModelName,
+    NegativePrompt,
+    Prompt,
+    Seconds,
+    Seed,
+    Text,
+    checked_pixel_size,
+    parse_pixel_size,
+)
 from wanserve.errors import InvalidRequest
 from wanserve.jobs.intake import CreateRequest, MediaSource
 
@@ -27,23 +39,6 @@ LEGACY_MEDIA_FIELDS = {
     "tail_frame": "last_frame",
     "audio_url": "driving_audio",
 }
-_URL = Field(default=None, min_length=1, max_length=64 * 1024 * 1024)
-
-
-def _reject_bool(value: Any, name: str) -> Any:
-    # JSON true/false would otherwise pass as 1/0.
-    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-        raise ValueError(f"{name} must be an integer")
-    return value
-
-
-class SynthesisMedia(BaseModel):
-    """One `{type, url}` entry of `input.media`."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    type: Literal["first_frame", "last_frame", "driving_audio"]
-    url: str = Field(min_length=1, max_length=64 * 1024 * 1024)
 
 
 class SynthesisInput(BaseModel):
@@ -51,15 +46,15 @@ class SynthesisInput(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    prompt: str | None = Field(default=None, max_length=5000)
-    negative_prompt: str | None = Field(default=None, max_length=500)
-    media: list[SynthesisMedia] | None = Field(default=None, max_length=3)
-    img_url: str | None = _URL
-    first_frame_url: str | None = _URL
-    head_frame: str | None = _URL
-    last_frame_url: str | None = _URL
-    tail_frame: str | None = _URL
-    audio_url: str | None = _URL
+    prompt: Prompt | None = None
+    negative_prompt: NegativePrompt | None = None
+    media: list[MediaItem] | None = Field(default=None, max_length=3)
+    img_url: MediaUrl | None = None
+    first_frame_url: MediaUrl | None = None
+    head_frame: MediaUrl | None = None
+    last_frame_url: MediaUrl | None = None
+    tail_frame: MediaUrl | None = None
+    audio_url: MediaUrl | None = None
     extend_prompt: bool | None = Field(
         default=None, description="1.x spelling of parameters.prompt_extend (deprecated)"
     )
@@ -89,17 +84,12 @@ class SynthesisParameters(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    resolution: str | None = Field(default=None, examples=["720P", "1080P"])
-    size: str | None = Field(default=None, examples=["1280*720"])
-    duration: int = Field(default=5, ge=2, le=15)
+    resolution: Annotated[Text, Field(examples=["720P", "1080P"])] | None = None
+    size: Annotated[Text, Field(examples=["1280*720"])] | None = None
+    duration: Seconds = 5
     prompt_extend: bool | None = None
     watermark: bool = False
-    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
-
-    @field_validator("duration", "seed", mode="before")
-    @classmethod
-    def _integers(cls, value: Any, info: ValidationInfo) -> Any:
-        return _reject_bool(value, str(info.field_name))
+    seed: Seed | None = None
 
     @field_validator("resolution")
     @classmethod
@@ -124,7 +114,7 @@ class SynthesisBody(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    model: str = Field(min_length=1, max_length=128, examples=["wan2.7-i2v"])
+    model: ModelName
     input: SynthesisInput
     parameters: SynthesisParameters = Field(default_factory=SynthesisParameters)
 

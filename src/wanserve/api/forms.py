@@ -9,14 +9,15 @@ from typing import Any
 from fastapi import Request
 from starlette.datastructures import UploadFile
 
-from wanserve.api.schemas import MEDIA_TYPES, CreateVideoBody
+from wanserve.api.fields import MEDIA_TYPES
+from wanserve.api.schemas import CreateVideoBody
 from wanserve.errors import InvalidRequest
 from wanserve.jobs.intake import CreateRequest, MediaSource
 
 # `media[][type]` (the openai SDK's "brackets" arrays) or `media[0][type]`.
 _MEDIA_FIELD = re.compile(r"^media\[(\d*)\]\[(type|url)\]$")
 # File parts that upload a media input directly; `input_reference` is OpenAI's first frame.
-FILE_PARTS = {"input_reference": "first_frame", **{t: t for t in MEDIA_TYPES}}
+FILE_PARTS: dict[str, str] = {"input_reference": "first_frame", **{t: t for t in MEDIA_TYPES}}
 MAX_JSON_DEPTH = 32
 
 

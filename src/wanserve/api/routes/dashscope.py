@@ -28,6 +28,7 @@ from wanserve.api.dashscope_schemas import (
     TaskUsage,
     synthesis_body_schema,
 )
+from wanserve.api.fields import IdempotencyKey, ResourceId, Text
 from wanserve.api.forms import parse_json_body
 from wanserve.api.quota import CreateQuotaCheck
 from wanserve.api.services import Services, caller, services
@@ -65,6 +66,8 @@ DASHSCOPE_STATUS: dict[JobStatus, TaskStatus] = {
 }
 JOB_STATUS: dict[str, JobStatus] = {wire: status for status, wire in DASHSCOPE_STATUS.items()}
 LIST_TIME_FORMATS = ("%Y%m%d%H%M%S", "%Y-%m-%d %H:%M:%S")
+# Keeps the row offset, (page_no - 1) * page_size, far inside a 64-bit SQL integer.
+MAX_PAGE_NO = 1_000_000
 # DashScope writes and reads task times in Beijing time, whatever the server's zone.
 DASHSCOPE_TZ = timezone(timedelta(hours=8))
 
@@ -89,7 +92,7 @@ def _request_id() -> str:
 
 
 def _require_async(
-    x_dashscope_async: Annotated[str | None, Header(alias="X-DashScope-Async")] = None,
+    x_dashscope_async: Annotated[Text | None, Header(alias="X-DashScope-Async")] = None,
 ) -> None:
     # Video synthesis is asynchronous-only on DashScope, and it refuses plain calls so.
     if (x_dashscope_async or "").strip().lower() != "enable":
@@ -165,7 +168,7 @@ async def create_task(
     owner: Owner,
     _async: Annotated[None, Depends(_require_async)],
     _quota: Annotated[None, CreateQuotaCheck],  # after the async check: a refusal costs nothing
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> CreatedTask:
     """Validate, fetch and store the media, and queue the job; answers its task id."""
     body = SynthesisBody.model_validate(parse_json_body(await request.body()))
@@ -178,13 +181,13 @@ async def create_task(
 
 
 @router.get("/tasks/{task_id}", response_model=TaskAnswer, response_model_exclude_none=True)
-def fetch_task(task_id: str, request: Request, svc: Svc, owner: Owner) -> TaskAnswer:
+def fetch_task(task_id: ResourceId, request: Request, svc: Svc, owner: Owner) -> TaskAnswer:
     """The task: status, times, and on success the video URL, prompts and usage."""
     return _answer(request, svc, _task_or_404(svc, task_id, owner))
 
 
 @router.post("/tasks/{task_id}/cancel", response_model=TaskAnswer, response_model_exclude_none=True)
-def cancel_task(task_id: str, request: Request, svc: Svc, owner: Owner) -> TaskAnswer:
+def cancel_task(task_id: ResourceId, request: Request, svc: Svc, owner: Owner) -> TaskAnswer:
     """Cancel a PENDING or RUNNING task (DashScope allows PENDING only; we allow both)."""
     job = _task_or_404(svc, task_id, owner)
     try:
@@ -228,12 +231,12 @@ def list_tasks(
     request: Request,
     svc: Svc,
     owner: Owner,
-    page_no: Annotated[int, Query(ge=1)] = 1,
+    page_no: Annotated[int, Query(ge=1, le=MAX_PAGE_NO)] = 1,
     page_size: Annotated[int, Query(ge=1, le=100)] = 10,
-    status: str | None = None,
-    model_name: str | None = None,
-    start_time: str | None = None,
-    end_time: str | None = None,
+    status: Text | None = None,
+    model_name: Text | None = None,
+    start_time: Text | None = None,
+    end_time: Text | None = None,
 ) -> TaskList:
     """The caller's tasks, newest first, filtered by status, model and submit time."""
     filters: dict[str, Any] = {

@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel
 from starlette.staticfiles import StaticFiles
 
-from wanserve.api.schemas import (
+from wanserve.api.fields import (
     MAX_NEGATIVE_PROMPT_CHARS,
     MAX_PIXEL_AREA,
     MAX_PROMPT_CHARS,
@@ -24,8 +24,8 @@ from wanserve.api.schemas import (
     PIXEL_SIDE,
     PIXEL_STEP,
     TIERS,
-    CreateVideoBody,
 )
+from wanserve.api.schemas import CreateVideoBody
 from wanserve.api.services import Services, services
 from wanserve.media import probe
 from wanserve.settings import DEFAULT_MODEL

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse
 
+from wanserve.api.fields import IdempotencyKey, ResourceId, Text
 from wanserve.api.forms import create_request_from, parse_json_body, read_form
 from wanserve.api.quota import CreateQuotaCheck
 from wanserve.api.schemas import (
@@ -104,7 +105,7 @@ async def create_video(
     response: Response,
     svc: Svc,
     owner: Owner,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> VideoObject:
     """Validate, fetch and store the media, and queue the job."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -131,7 +132,7 @@ async def create_video(
 
 @router.get("/videos/{video_id}", response_model=VideoObject)
 def retrieve_video(
-    video_id: str, request: Request, response: Response, svc: Svc, owner: Owner
+    video_id: ResourceId, request: Request, response: Response, svc: Svc, owner: Owner
 ) -> VideoObject:
     """The video object."""
     return _answer(request, response, svc, _job_or_404(svc, video_id, owner))
@@ -143,7 +144,7 @@ def list_videos(
     svc: Svc,
     owner: Owner,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    after: str | None = None,
+    after: ResourceId | None = None,
     order: Literal["asc", "desc"] = "desc",
 ) -> VideoList:
     """The caller's videos, newest first by default, with cursor pagination."""
@@ -169,12 +170,12 @@ def list_videos(
     },
 )
 def download_content(
-    video_id: str,
+    video_id: ResourceId,
     request: Request,
     svc: Svc,
     variant: Literal["video", "thumbnail", "spritesheet"] = "video",
     expires: int | None = None,
-    signature: Annotated[str | None, Query(max_length=128)] = None,
+    signature: Annotated[Text | None, Query(max_length=128)] = None,
 ) -> Response:
     """The finished video, its thumbnail or its spritesheet.
 
@@ -220,7 +221,12 @@ router.add_api_route(
     dependencies=[CreateQuotaCheck],
 )
 async def remix_video(
-    video_id: str, body: RemixBody, request: Request, response: Response, svc: Svc, owner: Owner
+    video_id: ResourceId,
+    body: RemixBody,
+    request: Request,
+    response: Response,
+    svc: Svc,
+    owner: Owner,
 ) -> VideoObject:
     """A new job with the source's media, seed and settings and a new prompt."""
     source = _job_or_404(svc, video_id, owner)
@@ -235,7 +241,7 @@ async def remix_video(
 
 @router.post("/videos/{video_id}/cancel", response_model=VideoObject)
 def cancel_video(
-    video_id: str, request: Request, response: Response, svc: Svc, owner: Owner
+    video_id: ResourceId, request: Request, response: Response, svc: Svc, owner: Owner
 ) -> VideoObject:
     """Cancel a queued or running job: it ends `failed` with code `cancelled`."""
     job = cancel_job(svc.store, _job_or_404(svc, video_id, owner))
@@ -243,7 +249,7 @@ def cancel_video(
 
 
 @router.delete("/videos/{video_id}", response_model=VideoDeleted)
-def delete_video(video_id: str, svc: Svc, owner: Owner) -> VideoDeleted:
+def delete_video(video_id: ResourceId, svc: Svc, owner: Owner) -> VideoDeleted:
     """Cancel the job if unfinished, then delete its record and files."""
     job = _job_or_404(svc, video_id, owner)
     delete_job(svc.store, svc.storage, job)
