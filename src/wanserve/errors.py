@@ -69,6 +69,16 @@ class PayloadTooLarge(WanserveError):
     code = "payload_too_large"
 
 
+class RangeNotSatisfiable(WanserveError):
+    """A byte range request none of whose ranges overlaps the file of `size` bytes."""
+
+    code = "range_not_satisfiable"
+
+    def __init__(self, message: str, *, size: int):
+        super().__init__(message, param="Range")
+        self.size = size
+
+
 class RateLimited(WanserveError):
     """Too many requests or too many unfinished jobs for one key."""
 

@@ -23,6 +23,7 @@ from wanserve.errors import (
     ModelNotFound,
     NotFound,
     PayloadTooLarge,
+    RangeNotSatisfiable,
     RateLimited,
     Unauthorized,
     Unavailable,
@@ -39,6 +40,7 @@ STATUS_BY_ERROR: list[tuple[type[WanserveError], int]] = [
     (NotFound, 404),
     (Unauthorized, 401),
     (PayloadTooLarge, 413),
+    (RangeNotSatisfiable, 416),
     (RateLimited, 429),
     (Unavailable, 503),
 ]
@@ -60,6 +62,15 @@ DASHSCOPE_CODES = {
     503: "ServiceUnavailable",
 }
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+def _error_headers(exc: WanserveError) -> dict[str, str] | None:
+    retry_after = exc.retry_after if isinstance(exc, RateLimited | Unavailable) else None
+    if retry_after is not None:
+        return {"Retry-After": str(max(1, round(retry_after)))}
+    if isinstance(exc, RangeNotSatisfiable):
+        return {"Content-Range": f"bytes */{exc.size}"}
+    return None
 
 
 def param_from_location(location: Sequence[Any]) -> str | None:
@@ -104,6 +115,14 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def domain_error_response(request: Request, exc: WanserveError) -> JSONResponse:
+    """The answer to a domain error: its status, its family's shape, its headers."""
+    status = next((s for cls, s in STATUS_BY_ERROR if isinstance(exc, cls)), 400)
+    return error_response(
+        request, status, exc.message, code=exc.code, param=exc.param, headers=_error_headers(exc)
+    )
+
+
 def _validation_message(error: dict[str, Any], param: str | None) -> str:
     message = str(error.get("msg", "invalid value"))
     message = message.removeprefix("Value error, ")
@@ -128,14 +147,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(WanserveError)
     async def _domain(request: Request, exc: WanserveError) -> JSONResponse:
-        status = next((s for cls, s in STATUS_BY_ERROR if isinstance(exc, cls)), 400)
-        headers = None
-        retry_after = exc.retry_after if isinstance(exc, RateLimited | Unavailable) else None
-        if retry_after is not None:
-            headers = {"Retry-After": str(max(1, round(retry_after)))}
-        return error_response(
-            request, status, exc.message, code=exc.code, param=exc.param, headers=headers
-        )
+        return domain_error_response(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _request_validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -6,11 +6,12 @@ from typing import Annotated, Any, Literal
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.responses import RedirectResponse
 
 from wanserve.api.fields import IdempotencyKey, ResourceId, Text
 from wanserve.api.forms import create_request_from, parse_json_body, read_form
 from wanserve.api.quota import CreateQuotaCheck
+from wanserve.api.ranges import ranged_file, requested_ranges
 from wanserve.api.schemas import (
     CreateVideoBody,
     ErrorBody,
@@ -197,14 +198,26 @@ def download_content(
         raise NotFound(f"The files of video '{video_id}' have expired.", code="video_expired")
     key = output_key(job.id, variant)
     filename, media_type = OUTPUT_FILES[variant].name, OUTPUT_FILES[variant].content_type
+    gone = NotFound(f"The files of video '{video_id}' are gone.", code="video_expired")
     path = svc.storage.local_path(key)
     if path is not None:
-        if not path.exists():
-            raise NotFound(f"The files of video '{video_id}' are gone.", code="video_expired")
-        return FileResponse(path, media_type=media_type, filename=f"{video_id}-{filename}")
+        try:
+            return ranged_file(
+                request.headers, path, media_type=media_type, filename=f"{video_id}-{filename}"
+            )
+        except FileNotFoundError:
+            raise gone from None
+    if "range" in request.headers and "if-range" not in request.headers:
+        # The bucket serves the bytes, but an unsatisfiable range is answered here, in our
+        # error shape, as for local files; one we would ignore goes on to the bucket, which
+        # (S3, moto) ignores it too.
+        size = svc.storage.size(key)
+        if size is None:
+            raise gone
+        requested_ranges(request.headers["range"], size)
     presigned = svc.storage.presigned_url(key, 3600)
     if presigned is None:
-        raise NotFound(f"The files of video '{video_id}' are gone.", code="video_expired")
+        raise gone
     return RedirectResponse(presigned, status_code=307)
 
 
