@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import shutil
 import signal
@@ -39,7 +40,16 @@ def serve(args: argparse.Namespace) -> int:
     logger.info(
         "serving on http://%s:%d (data in %s)", args.host, args.port, settings.data_dir.resolve()
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, proxy_headers=True)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        proxy_headers=True,
+        # Requests still running (or still sending their body) when SIGTERM comes get this
+        # long; then they are cancelled and the worker processes are stopped.
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
+    )
     return 0
 
 
@@ -77,7 +87,7 @@ def _worker_pool(settings: Settings, count: int) -> int:
     pool = WorkerPool(settings, count)
     pool.start()
     stopping.wait()
-    pool.stop()
+    pool.stop(settings.shutdown_timeout)
     return 0
 
 

@@ -69,6 +69,12 @@ class PayloadTooLarge(WanserveError):
     code = "payload_too_large"
 
 
+class RequestTimeout(WanserveError):
+    """The request body did not arrive within the configured time."""
+
+    code = "request_timeout"
+
+
 class RangeNotSatisfiable(WanserveError):
     """A byte range request none of whose ranges overlaps the file of `size` bytes."""
 

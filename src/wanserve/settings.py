@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     fetch_timeout: float = 30.0
     max_json_body: int = 64 * 1024 * 1024  # data: URLs of 20 MB images fit
     max_multipart_body: int = 64 * 1024 * 1024
+    # A whole body must arrive within this (a client trickling it cannot hold the
+    # server), and on SIGTERM running requests, then worker processes, get this long.
+    body_read_timeout: float = Field(default=60.0, gt=0)
+    shutdown_timeout: float = Field(default=10.0, ge=0)
     # Per API key: creates per second (token bucket of `create_burst`) and queued or
     # running jobs at once; 0 turns a limit off.
     create_rate: float = Field(default=2.0, ge=0)
@@ -108,7 +112,9 @@ class Settings(BaseSettings):
             raise ValueError(f"{len(self.gpus)} GPU groups need {len(self.gpus)} workers")
         return self
 
-    @field_validator("retention", "job_lease", mode="before")
+    @field_validator(
+        "retention", "job_lease", "body_read_timeout", "shutdown_timeout", mode="before"
+    )
     @classmethod
     def _duration(cls, value: Any) -> float:
         return parse_duration(value)

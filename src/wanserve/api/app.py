@@ -75,7 +75,7 @@ def create_app(
             yield
         finally:
             if pool:
-                pool.stop()
+                pool.stop(settings.shutdown_timeout)
             queue.close()
 
     app = FastAPI(
@@ -117,6 +117,9 @@ def create_app(
         return response
 
     app.add_middleware(
-        BodyLimit, json_limit=settings.max_json_body, multipart_limit=settings.max_multipart_body
+        BodyLimit,
+        json_limit=settings.max_json_body,
+        multipart_limit=settings.max_multipart_body,
+        read_timeout=settings.body_read_timeout,
     )
     return app

@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
+import anyio
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from wanserve.api.errors import error_response
-from wanserve.errors import PayloadTooLarge
+from wanserve.api.errors import domain_error_response
+from wanserve.errors import PayloadTooLarge, RequestTimeout, WanserveError
 
 
 class BodyLimit:
-    """ASGI middleware: 413 for bodies over the limit of their content type.
+    """ASGI middleware: 413 for bodies over the limit of their content type, 408 for
+    bodies that take longer than `read_timeout` seconds to arrive.
 
     A declared Content-Length over the limit is refused before the app runs. A body
-    that streams past the limit (chunked, or lying about its length) makes `receive`
-    raise `PayloadTooLarge`; whatever the app then answers (a parser may wrap the error
-    in a 400, or let it escape), the client gets the 413.
+    that streams past the limit (chunked, or lying about its length), or trickles in
+    too slowly (a slowloris holding a worker), makes `receive` raise; whatever the app
+    then answers (a parser may wrap the error in a 400, or let it escape), the client
+    gets the 413 or the 408.
     """
 
-    def __init__(self, app: ASGIApp, *, json_limit: int, multipart_limit: int):
+    def __init__(
+        self, app: ASGIApp, *, json_limit: int, multipart_limit: int, read_timeout: float
+    ):
         self.app = app
         self.json_limit = json_limit
         self.multipart_limit = multipart_limit
+        self.read_timeout = read_timeout
 
     def _limit_for(self, scope: Scope) -> int:
         headers = dict(scope.get("headers") or [])
@@ -36,50 +42,62 @@ class BodyLimit:
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _refuse(scope, receive, send, limit)
+            await _refuse(scope, receive, send, PayloadTooLarge(_message(limit)))
             return
-        guard = _StreamGuard(receive, send, limit)
+        guard = _StreamGuard(receive, send, limit, anyio.current_time() + self.read_timeout)
         try:
             await self.app(scope, guard.receive, guard.send)
         except Exception:
-            if not guard.over or guard.started:
+            if guard.refusal is None or guard.started:
                 raise
-        if guard.over and not guard.started:
-            await _refuse(scope, receive, send, limit)
+        if guard.refusal is not None and not guard.started:
+            await _refuse(scope, receive, send, guard.refusal)
 
 
 class _StreamGuard:
-    """Counts body bytes; once over the limit, holds back the app's own answer."""
+    """Counts body bytes and time; once over either, holds back the app's own answer."""
 
-    def __init__(self, receive: Receive, send: Send, limit: int):
+    def __init__(self, receive: Receive, send: Send, limit: int, deadline: float):
         self._receive = receive
         self._send = send
         self.limit = limit
+        self.deadline = deadline
         self.received = 0
-        self.over = False
-        self.started = False  # a response went out before the body overflowed
+        self.complete = False  # the last body chunk arrived
+        self.refusal: WanserveError | None = None
+        self.started = False  # a response went out before the body was refused
 
     async def receive(self) -> Message:
-        message = await self._receive()
+        if self.complete:
+            # Later receives wait for the client to disconnect (a streamed download
+            # listens so): that may take as long as the download, and is not bounded.
+            return await self._receive()
+        try:
+            with anyio.fail_after(max(self.deadline - anyio.current_time(), 0)):
+                message = await self._receive()
+        except TimeoutError:
+            self.refusal = RequestTimeout("The request body did not arrive in time.")
+            raise self.refusal from None
         if message["type"] == "http.request":
             self.received += len(message.get("body", b""))
+            self.complete = not message.get("more_body", False)
             if self.received > self.limit:
-                self.over = True
-                raise PayloadTooLarge(_message(self.limit))
+                self.refusal = PayloadTooLarge(_message(self.limit))
+                raise self.refusal
         return message
 
     async def send(self, message: Message) -> None:
-        if self.over and not self.started:
-            return  # replaced by the 413 once the app is done
+        if self.refusal is not None and not self.started:
+            return  # replaced by the refusal once the app is done
         if message["type"] == "http.response.start":
             self.started = True
         await self._send(message)
 
 
-async def _refuse(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-    response = error_response(
-        Request(scope, receive), 413, _message(limit), code="payload_too_large"
-    )
+async def _refuse(scope: Scope, receive: Receive, send: Send, refusal: WanserveError) -> None:
+    response = domain_error_response(Request(scope, receive), refusal)
+    # The rest of the body is not read: the connection cannot carry another request.
+    response.headers["Connection"] = "close"
     await response(scope, receive, send)
 
 

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from multiprocessing.context import SpawnProcess
 from typing import Any
 
@@ -100,13 +101,18 @@ class WorkerPool:
                     self._processes[index] = self._spawn(index)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Ask every worker to stop (their jobs go back to the queue), then wait."""
+        """Ask every worker to stop (their jobs go back to the queue), then wait.
+
+        `timeout` bounds the whole wait, however many workers there are; those still
+        running then are killed (their jobs come back when their lease runs out).
+        """
         self._stopping.set()
         for process in self._processes:
             if process.is_alive():
                 process.terminate()
+        deadline = time.monotonic() + timeout
         for process in self._processes:
-            process.join(timeout)
+            process.join(max(deadline - time.monotonic(), 0))
             if process.is_alive():
                 process.kill()
                 process.join()
