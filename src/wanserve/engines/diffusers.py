@@ -168,7 +168,8 @@ class DiffusersEngine:
             raise EngineError("the diffusers engine needs a model: set WANSERVE_DIFFUSERS_MODEL")
         layout = read_layout(settings.model)
         if layout.refusal:
-            raise EngineError(f"{settings.model}: {layout.refusal}")
+            logger.error("diffusers model %s refused: %s", settings.model, layout.refusal)
+            raise EngineError(f"the configured checkpoint is refused: {layout.refusal}")
         _check_combinations(settings, layout)
         from diffusers import WanImageToVideoPipeline
 

@@ -25,6 +25,6 @@ def load_frame(
             image.draft("RGB", size[::-1] if turned else size)
             upright = ImageOps.exif_transpose(image).convert("RGB")
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
-        raise EngineError(f"{param} cannot be decoded as an image: {exc}") from exc
+        raise EngineError(f"the {param} cannot be decoded as an image") from exc
     box = center_crop_box(upright.width, upright.height, *(aspect or size))
     return upright.resize(size, Image.Resampling.LANCZOS, box=box)

@@ -65,7 +65,7 @@ def _decode_mono(path: Path, limit: int) -> np.ndarray:
                 if total >= limit:
                     break
     except (av.FFmpegError, IndexError) as exc:
-        raise EngineError(f"driving audio cannot be decoded: {exc}") from exc
+        raise EngineError("the driving audio cannot be decoded") from exc
     if not chunks:
         return np.zeros(0, dtype=np.float32)
     return np.concatenate(chunks)[:limit]

@@ -206,8 +206,10 @@ class UpstreamClient:
             except httpx.TransportError as exc:
                 # The request may have reached the provider: re-sending could start a
                 # second (paid) task, so give up instead.
+                logger.warning("%s: %s %s failed: %r", self.provider, method, _path(url), exc)
                 raise EngineError(
-                    f"{self.provider}: {method} {_path(url)} failed ({type(exc).__name__})",
+                    f"{self.provider}: a request failed ({type(exc).__name__}) and was not "
+                    "sent again",
                     code="upstream_error",
                 ) from exc
             _raise_if_transient(response)
@@ -279,7 +281,12 @@ class UpstreamClient:
                 return attempt()
             except _Transient as exc:
                 if number == retries:
-                    message = f"{label} failed {number + 1} times (last: {exc.reason})"
+                    logger.warning("%s failed %d times (last: %s)", label, number + 1, exc.reason)
+                    # Where it went (the provider's paths) is for the log, not the client.
+                    message = (
+                        f"{self.provider}: a request failed {number + 1} times "
+                        f"(last: {exc.reason})"
+                    )
                     raise EngineError(message, code="upstream_error") from exc
                 delay = self._delay(number, exc.delay)
                 logger.warning("%s failed (%s); retry in %.2fs", label, exc.reason, delay)

@@ -194,7 +194,8 @@ class ParallelRunner:
                     raise EngineError(f"context-parallel rank {rank} did not start")
             status, detail = conn.recv()
             if status != expected:
-                raise EngineError(f"context-parallel rank {rank} failed to load: {detail}")
+                logger.error("context-parallel rank %d failed to load: %s", rank, detail)
+                raise EngineError(f"context-parallel rank {rank} failed to load the model")
 
     def call(self, arguments: dict[str, Any], seed: int, on_step: Callable[[int], Any]) -> Any:
         """Run the call on every rank; rank 0's frames are the result."""

@@ -157,7 +157,7 @@ def apply_loras(pipe: Any, loras: list[Any], *, fuse: bool) -> list[dict[str, An
     for index, lora in enumerate(loras):
         adapter = f"lora{index}"
         if lora.expert == "low" and not has_second:
-            raise EngineError(f"LoRA {lora.path}: expert 'low' needs a two-expert A14B model")
+            raise EngineError(f"LoRA {index + 1}: expert 'low' needs a two-expert A14B model")
         wanted = EXPERTS.get(lora.expert, ("transformer", "transformer_2"))
         targets = tuple(t for t in wanted if t == "transformer" or has_second)
         for target in targets:
@@ -169,7 +169,9 @@ def apply_loras(pipe: Any, loras: list[Any], *, fuse: bool) -> list[dict[str, An
                     load_into_transformer_2=target == "transformer_2",
                 )
             except (OSError, ValueError, KeyError) as exc:
-                raise EngineError(f"cannot load the LoRA {lora.path!r}: {exc}") from exc
+                # The path and the library's text are for the operator's log, not clients.
+                logger.error("cannot load the LoRA %r: %s", lora.path, exc)
+                raise EngineError(f"cannot load the LoRA {index + 1}") from exc
             names.setdefault(target, ([], []))
             names[target][0].append(adapter)
             names[target][1].append(lora.scale)

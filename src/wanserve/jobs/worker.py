@@ -149,9 +149,9 @@ class Worker:
             self._out_of_room(job, "the file storage could not be reached")
         except UpstreamError as exc:
             detail = f" (provider code {exc.provider_code})" if exc.provider_code else ""
-            self._fail(job, exc.code, exc.message + detail)
+            self._fail(job, exc.code, exc.message + detail, exc)
         except EngineError as exc:
-            self._fail(job, exc.code, exc.message)
+            self._fail(job, exc.code, exc.message, exc)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 self._out_of_room(job, "no space left")
@@ -303,9 +303,12 @@ class Worker:
             )
         logger.info("job %s: stopped (cancelled or deleted)", job.id)
 
-    def _fail(self, job: Job, code: str, message: str) -> None:
+    def _fail(self, job: Job, code: str, message: str, error: Exception | None = None) -> None:
         self._finish_failed(job, JobStatus.FAILED, code, message)
-        logger.warning("job %s: failed with %s: %s", job.id, code, message)
+        # The client reads what went wrong; the log also keeps where (the library's own
+        # error, with its paths, is the cause in the traceback).
+        cause = error if error is not None and error.__cause__ is not None else None
+        logger.warning("job %s: failed with %s: %s", job.id, code, message, exc_info=cause)
 
     def _finish_failed(self, job: Job, target: JobStatus, code: str, message: str) -> None:
         try:

@@ -53,7 +53,7 @@ class AudioSource:
             self._container = av.open(str(path))
             self._stream = self._container.streams.audio[0]
         except (av.FFmpegError, IndexError) as exc:
-            raise EngineError(f"driving audio cannot be decoded: {exc}") from exc
+            raise EngineError("the driving audio cannot be decoded") from exc
         self._frames = self._container.decode(self._stream)
         self._resampler: av.AudioResampler | None = av.AudioResampler(
             format="fltp", layout="stereo", rate=AUDIO_RATE
@@ -80,7 +80,7 @@ class AudioSource:
             decoded = next(self._frames, None)
             frames = self._resampler.resample(decoded)
         except av.FFmpegError as exc:
-            raise EngineError(f"driving audio cannot be decoded: {exc}") from exc
+            raise EngineError("the driving audio cannot be decoded") from exc
         if decoded is None:
             self._resampler = None  # flushed: the source is exhausted
         arrays = [self._pending, *(frame.to_ndarray() for frame in frames)]

@@ -195,7 +195,7 @@ def probe(path: Path) -> _Probe:
                 servable=servable,
             )
     except (av.FFmpegError, IndexError) as exc:
-        raise EngineError(f"the engine's video cannot be read: {exc}") from exc
+        raise EngineError("the engine's video cannot be read") from exc
 
 
 def render_video_file(video: VideoFile, *, out_dir: Path) -> RenderedVideo:

@@ -95,7 +95,7 @@ def decode_frames(path: Path, wanted: PreviewSampler | None = None) -> Iterator[
                 else:
                     yield None
     except (av.FFmpegError, IndexError) as exc:
-        raise EngineError(f"the video cannot be decoded: {exc}") from exc
+        raise EngineError("the video cannot be decoded") from exc
 
 
 def previews_from_file(
