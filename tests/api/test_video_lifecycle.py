@@ -241,6 +241,8 @@ def test_video_url_is_signed_when_keys_are_configured(settings, media_server):
         assert anonymous.status_code == 200 and anonymous.content[4:8] == b"ftyp"
         tampered = client.get(url.replace("signature=", "signature=0"))
         assert tampered.status_code == 401
+        not_hex = client.get(url.split("signature=")[0] + "signature=%C3%A9")
+        assert not_hex.status_code == 401, "was a 500: compare_digest refuses non-ASCII str"
         other = url.replace(created["id"], "video_" + "0" * 32)
         assert client.get(other).status_code == 401
         assert client.get(f"/v1/videos/{created['id']}/content").status_code == 401

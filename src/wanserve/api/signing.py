@@ -41,4 +41,5 @@ class UrlSigner:
         """True for an unexpired, genuine signature of `path`."""
         if expires < time.time():
             return False
-        return hmac.compare_digest(self.signature(path, expires), signature)
+        # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+        return hmac.compare_digest(self.signature(path, expires).encode(), signature.encode())
