@@ -108,7 +108,7 @@ def read_layout(model: str) -> Layout:
         model_index = DiffusionPipeline.load_config(model)
         transformer = WanTransformer3DModel.load_config(model, subfolder="transformer")
     except (OSError, ValueError) as exc:
-        raise EngineError("the Wan checkpoint of this model cannot be read") from exc
+        raise EngineError("cannot read the Wan checkpoint of this model") from exc
     return detect_layout(model_index, transformer)
 
 
