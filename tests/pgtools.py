@@ -44,6 +44,24 @@ def fresh_database(server_url: str = POSTGRES_URL) -> Iterator[str]:
         admin.dispose()
 
 
+@contextmanager
+def throwaway_schema(server_url: str = POSTGRES_URL) -> Iterator[str]:
+    """A URL whose connections use a fresh schema of the test database; dropped after.
+
+    Cheaper than `fresh_database` for tests that only need their own tables.
+    """
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server_url)
+    with admin.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{server_url}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
 def terminate_backends(database_url: str, admin_url: str = POSTGRES_URL) -> int:
     """Kill every session connected to the database of `database_url`; how many there were."""
     database = database_url.rsplit("/", 1)[1].split("?")[0]

@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from netguard import loopback_fetcher
-from postgres import throwaway_schema
+from pgtools import throwaway_schema
 from wanserve.api.app import create_app
 from wanserve.settings import Settings
 

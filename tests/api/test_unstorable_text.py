@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from netguard import loopback_fetcher
-from postgres import throwaway_schema
+from pgtools import throwaway_schema
 from wanserve.api.app import create_app
 from wanserve.settings import Settings
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from helpers import ManualClock
-from postgres import throwaway_schema
+from pgtools import throwaway_schema
 from wanserve.jobs.store import JobStore
 
 
