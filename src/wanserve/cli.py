@@ -26,6 +26,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         for name in ("data_dir", "database_url", "storage_url", "engine", "workers", "gpus")
         if getattr(args, name, None) is not None
     }
+    if getattr(args, "models", None) is not None:
+        overrides["worker_models"] = args.models
     return Settings(**overrides)
 
 
@@ -66,8 +68,7 @@ def worker(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: runner.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: runner.stopping.set())
     try:
-        runner.registry.warm_up(stopping=runner.stopping)
-        runner.queue.consume(runner)
+        runner.consume()
     finally:
         runner.registry.close()
         runner.queue.close()
@@ -218,6 +219,9 @@ def _parser() -> argparse.ArgumentParser:
         "--concurrency", type=int, default=1, help="worker processes, one job at a time each"
     )
     gpus(work)
+    work.add_argument(
+        "--models", help="WANSERVE_WORKER_MODELS: the models to serve, e.g. a,b (default: all)"
+    )
     work.set_defaults(func=worker)
 
     make = commands.add_parser("generate", help="make one video without a server")

@@ -53,10 +53,14 @@ class Settings(BaseSettings):
 
     api_keys: Annotated[list[str], NoDecode] = []
     metrics_key: str | None = None
+    # The operator's key: `GET /v1/workers` (and every key's usage).
+    admin_key: SecretStr | None = None
     url_signing_key: str | None = None
 
     engine: str = "keyframe"
     models: dict[str, Any] = {}
+    # The models this machine's workers serve (`wanserve worker --models`); empty: all.
+    worker_models: Annotated[list[str], NoDecode] = []
 
     workers: int = Field(default=1, ge=0)
     # One worker process per entry, pinned with CUDA_VISIBLE_DEVICES: "0,1,2,3" gives four
@@ -89,7 +93,7 @@ class Settings(BaseSettings):
 
     encoder_preset: str = "veryfast"
 
-    @field_validator("api_keys", "media_allowed_hosts", "preload", mode="before")
+    @field_validator("api_keys", "media_allowed_hosts", "preload", "worker_models", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return _split_list(value)

@@ -22,7 +22,7 @@ from helpers import seed_body
 pytestmark = [pytest.mark.slow, pytest.mark.services]
 
 AUTH_A = {"Authorization": f"Bearer {KEY_A}"}
-QUEUE = "wanserve"
+QUEUE = "wanserve.wan2.7-i2v"
 
 
 @pytest.fixture

@@ -12,12 +12,14 @@ from typing import Any
 import pytest
 from test_job_store import make_job
 
+from wanserve.engines.registry import EngineRegistry
 from wanserve.jobs.model import JobStatus
 from wanserve.jobs.queue import CeleryQueue, DatabaseQueue, open_queue
 from wanserve.jobs.store import JobStore
 from wanserve.jobs.worker import Worker
 from wanserve.settings import Settings
 
+MODEL = "wan2.7-i2v"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 BROKERS = [
@@ -33,6 +35,7 @@ class FakeWorker:
         self.settings = Settings(poll_interval=0.05)
         self.worker_id = "fake"
         self.stopping = threading.Event()
+        self.routes = [MODEL]
         self.ran: list[str] = []
         self.maintained = 0
         self._expected = expected
@@ -40,7 +43,8 @@ class FakeWorker:
     def maintain(self, *, force: bool = False) -> None:
         self.maintained += 1
 
-    def run_job(self, job_id: str) -> bool:
+    def run_job(self, job_id: str, route: str) -> bool:
+        assert route == MODEL
         self.ran.append(job_id)
         if len(self.ran) >= self._expected:
             self.stopping.set()
@@ -51,10 +55,10 @@ class RecordingQueue(DatabaseQueue):
     """The database queue, remembering what it was asked to publish."""
 
     def __init__(self) -> None:
-        self.published: list[str] = []
+        self.published: list[tuple[str, str]] = []
 
-    def publish(self, job_id: str) -> None:
-        self.published.append(job_id)
+    def publish(self, job_id: str, route: str) -> None:
+        self.published.append((job_id, route))
 
 
 class RecordingWorker(Worker):
@@ -66,8 +70,12 @@ class RecordingWorker(Worker):
         self.executed.append(job.id)
 
 
-def recording_worker(store: JobStore, queue: Any = None) -> RecordingWorker:
-    worker = RecordingWorker(Settings(), store, None, None, worker_id="w1", queue=queue)  # type: ignore[arg-type]
+def recording_worker(
+    store: JobStore, queue: Any = None, settings: Settings | None = None, **kwargs: Any
+) -> RecordingWorker:
+    settings = settings or Settings()
+    registry = EngineRegistry(settings)
+    worker = RecordingWorker(settings, store, None, registry, worker_id="w1", queue=queue, **kwargs)  # type: ignore[arg-type]
     worker.executed = []
     return worker
 
@@ -78,7 +86,7 @@ def celery_queue(request: pytest.FixtureRequest) -> Iterator[CeleryQueue]:
     queue = CeleryQueue(request.param, queue_name=f"wanserve-test-{uuid.uuid4().hex[:10]}")
     yield queue
     with queue.app.connection_for_write() as connection:
-        connection.default_channel.queue_delete(queue.queue_name)
+        connection.default_channel.queue_delete(queue.queue_for(MODEL))
     queue.close()
 
 
@@ -141,9 +149,9 @@ def test_queued_before_lists_old_queued_jobs_oldest_first(store: JobStore):
 def test_run_job_runs_a_queued_job_and_drops_a_stale_message(store: JobStore):
     worker = recording_worker(store)
     job = store.create(make_job())
-    assert worker.run_job(job.id) is True
+    assert worker.run_job(job.id, MODEL) is True
     assert worker.executed == [job.id]
-    assert worker.run_job(job.id) is False  # a duplicate message
+    assert worker.run_job(job.id, MODEL) is False  # a duplicate message
     assert worker.executed == [job.id] and store.get(job.id).attempts == 1
 
 
@@ -155,7 +163,7 @@ def test_maintain_publishes_requeued_stale_jobs(store: JobStore, clock):
     clock.advance(worker.settings.job_lease + 1)
     worker.maintain(force=True)
     assert store.get(job.id).status is JobStatus.QUEUED
-    assert queue.published == [job.id]
+    assert queue.published == [(job.id, MODEL)]
 
 
 # -- the database queue ----------------------------------------------------------------
@@ -164,9 +172,9 @@ def test_maintain_publishes_requeued_stale_jobs(store: JobStore, clock):
 def test_database_queue_is_the_default_and_does_nothing(store: JobStore):
     queue = open_queue(Settings(broker_url=None))
     assert isinstance(queue, DatabaseQueue)
-    queue.publish("video_x")
+    queue.publish("video_x", MODEL)
     queue.check()
-    assert queue.sweep(store) == []
+    assert queue.sweep(store, [MODEL]) == []
     worker = FakeWorker(expected=1)
     worker.run = worker.stopping.set  # type: ignore[attr-defined]
     queue.consume(worker)  # type: ignore[arg-type]
@@ -186,12 +194,12 @@ def test_broker_url_selects_celery_without_connecting():
 def test_published_jobs_are_consumed_once_each(celery_queue: CeleryQueue):
     ids = [f"video_{i}" for i in range(3)]
     for job_id in ids:
-        celery_queue.publish(job_id)
+        celery_queue.publish(job_id, MODEL)
     worker = FakeWorker(expected=len(ids))
     celery_queue.consume(worker)  # type: ignore[arg-type]
     assert sorted(worker.ran) == ids
     assert worker.maintained >= 1
-    assert celery_queue.waiting() == 0
+    assert celery_queue.waiting(MODEL) == 0
 
 
 @pytest.mark.timeout(60)
@@ -210,10 +218,10 @@ def test_sweep_republishes_stranded_jobs_only_when_nothing_waits(
     store = JobStore.open(f"sqlite:///{tmp_path / 'jobs.db'}")
     stranded = store.create(make_job(created_at=time.time() - 60))
     store.create(make_job())  # recent: its message may still be on its way
-    assert celery_queue.waiting() == 0
-    assert celery_queue.sweep(store) == [stranded.id]
-    assert celery_queue.waiting() == 1
-    assert celery_queue.sweep(store) == []  # a message waits: leave the backlog alone
+    assert celery_queue.waiting(MODEL) == 0
+    assert celery_queue.sweep(store, [MODEL]) == [stranded.id]
+    assert celery_queue.waiting(MODEL) == 1
+    assert celery_queue.sweep(store, [MODEL]) == []  # a message waits: leave the backlog alone
     store.engine.dispose()
 
 
@@ -227,7 +235,7 @@ def test_check_passes_on_redis_and_fails_on_a_closed_port():
 @pytest.mark.timeout(30)
 def test_publish_to_a_dead_broker_logs_and_does_not_raise(caplog: pytest.LogCaptureFixture):
     queue = CeleryQueue("redis://127.0.0.1:1/0")
-    queue.publish("video_lost")
+    queue.publish("video_lost", MODEL)
     assert "video_lost" in caplog.text
 
 

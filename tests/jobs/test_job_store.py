@@ -20,6 +20,7 @@ from wanserve.jobs.model import (
 )
 from wanserve.jobs.store import JobStore
 
+ROUTES = ["wan2.7-i2v"]  # what a worker of the default model claims from
 SPEC = JobSpec(
     prompt="p", negative_prompt="", size="720P", width=1280, height=720, seconds=2, seed=7
 )
@@ -75,7 +76,7 @@ def test_claim_is_atomic_across_threads(store: JobStore):
     lock = threading.Lock()
 
     def claimer(name: str) -> None:
-        while (job := store.claim(name)) is not None:
+        while (job := store.claim(name, ROUTES)) is not None:
             with lock:
                 claimed.append(job.id)
 
@@ -91,14 +92,14 @@ def test_claim_is_atomic_across_threads(store: JobStore):
 def test_claim_takes_the_oldest_first(store: JobStore):
     newer = store.create(make_job(created_at=2000.0))
     older = store.create(make_job(created_at=1000.0))
-    assert store.claim("w").id == older.id
-    assert store.claim("w").id == newer.id
-    assert store.claim("w") is None
+    assert store.claim("w", ROUTES).id == older.id
+    assert store.claim("w", ROUTES).id == newer.id
+    assert store.claim("w", ROUTES) is None
 
 
 def test_progress_never_goes_down_and_stops_at_finish(store: JobStore):
     job = store.create(make_job())
-    store.claim("w")
+    store.claim("w", ROUTES)
     for value, expected in [(10, 10), (5, 10), (40, 40), (39, 40)]:
         store.set_progress(job.id, value)
         assert store.get(job.id).progress == expected
@@ -109,7 +110,7 @@ def test_progress_never_goes_down_and_stops_at_finish(store: JobStore):
 
 def test_completion_requires_the_worker_that_holds_the_job(store: JobStore):
     job = store.create(make_job())
-    store.claim("w1")
+    store.claim("w1", ROUTES)
     with pytest.raises(Conflict):
         store.transition(job.id, JobStatus.COMPLETED, expect=JobStatus.IN_PROGRESS, worker_id="w2")
     store.transition(job.id, JobStatus.COMPLETED, expect=JobStatus.IN_PROGRESS, worker_id="w1")
@@ -118,7 +119,7 @@ def test_completion_requires_the_worker_that_holds_the_job(store: JobStore):
 def test_stale_jobs_are_requeued_then_failed_after_the_attempt_limit(store: JobStore, clock):
     job = store.create(make_job())
     for attempt in (1, 2):
-        assert store.claim("dead").attempts == attempt
+        assert store.claim("dead", ROUTES).attempts == attempt
         assert store.requeue_stale(lease=30, max_attempts=2) == ([], [])  # lease not over
         clock.advance(31)
         requeued, failed = store.requeue_stale(lease=30, max_attempts=2)
@@ -132,7 +133,7 @@ def test_stale_jobs_are_requeued_then_failed_after_the_attempt_limit(store: JobS
 
 def test_heartbeat_keeps_a_job_from_being_requeued(store: JobStore, clock):
     job = store.create(make_job())
-    store.claim("alive")
+    store.claim("alive", ROUTES)
     clock.advance(20)
     assert store.heartbeat(job.id, "alive")
     clock.advance(20)
@@ -142,7 +143,7 @@ def test_heartbeat_keeps_a_job_from_being_requeued(store: JobStore, clock):
 
 def test_release_does_not_count_the_attempt(store: JobStore):
     job = store.create(make_job())
-    store.claim("w")
+    store.claim("w", ROUTES)
     assert store.release(job.id, "w")
     again = store.get(job.id)
     assert again.status is JobStatus.QUEUED and again.attempts == 0
@@ -175,7 +176,7 @@ def test_idempotency_returns_the_same_job_and_refuses_a_different_body(store: Jo
 
 def test_expired_jobs_are_listed_once(store: JobStore):
     job = store.create(make_job())
-    store.claim("w")
+    store.claim("w", ROUTES)
     store.transition(job.id, JobStatus.COMPLETED, expires_at=time.time() - 1, result={"a": 1})
     assert [j.id for j in store.expired(time.time())] == [job.id]
     store.mark_swept(job.id)

@@ -21,6 +21,7 @@ from wanserve.api.routes import dashscope, playground, system, videos
 from wanserve.api.services import Services
 from wanserve.api.signing import UrlSigner
 from wanserve.engines.registry import EngineRegistry
+from wanserve.jobs.fleet import Fleet
 from wanserve.jobs.intake import Intake
 from wanserve.jobs.pool import WorkerPool
 from wanserve.jobs.queue import JobQueue, open_queue
@@ -62,6 +63,7 @@ def create_app(
     fetcher = fetcher or MediaFetcher.from_settings(settings)
     queue = queue or open_queue(settings)
     keys = KeyCheck(settings.api_keys)
+    fleet = Fleet(store.engine, clock=store.clock)
     worker_count = settings.workers if workers is None else workers
 
     @asynccontextmanager
@@ -93,7 +95,8 @@ def create_app(
         intake=Intake(settings, store, storage, registry, fetcher, queue),
         keys=keys,
         signer=UrlSigner.from_settings(settings),
-        metrics=Metrics(store),
+        metrics=Metrics(store, fleet, registry, settings.job_lease),
+        fleet=fleet,
     )
     app.state.create_quota = CreateQuota.from_settings(settings, store)
     install_error_handlers(app)

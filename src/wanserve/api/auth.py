@@ -6,6 +6,7 @@ import hashlib
 import hmac
 
 from fastapi import Request
+from pydantic import SecretStr
 
 from wanserve.errors import Unauthorized
 
@@ -44,3 +45,15 @@ class KeyCheck:
         if expected is None or not hmac.compare_digest(expected, token):
             raise Unauthorized("Incorrect API key provided.")
         return owner
+
+
+def require_admin(request: Request, admin_key: SecretStr | None) -> None:
+    """Raise `Unauthorized` unless the request's Bearer token is the admin key."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if (
+        admin_key is None
+        or scheme.lower() != "bearer"
+        or not hmac.compare_digest(token.strip().encode(), admin_key.get_secret_value().encode())
+    ):
+        hint = "" if admin_key is not None else " (WANSERVE_ADMIN_KEY is not set)"
+        raise Unauthorized(f"This endpoint needs the admin key{hint}.")

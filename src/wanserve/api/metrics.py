@@ -14,6 +14,8 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from wanserve.engines.registry import EngineRegistry
+from wanserve.jobs.fleet import Fleet
 from wanserve.jobs.model import JobStatus
 from wanserve.jobs.store import JobStore
 
@@ -33,14 +35,51 @@ class JobStateCollector(Collector):
         yield family
 
 
+class FleetCollector(Collector):
+    """Per served model: live workers, those with it loaded, and its queue's oldest wait."""
+
+    def __init__(self, fleet: Fleet, registry: EngineRegistry, ttl: float):
+        self.fleet = fleet
+        self.registry = registry
+        self.ttl = ttl
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """Four gauges by model; `wanserve_model_workers` 0 means nothing can run it."""
+        families = {
+            "workers": GaugeMetricFamily(
+                "wanserve_model_workers", "Live workers serving the model.", labels=["model"]
+            ),
+            "loaded": GaugeMetricFamily(
+                "wanserve_model_workers_loaded",
+                "Live workers with the model's engine loaded.",
+                labels=["model"],
+            ),
+            "queued": GaugeMetricFamily(
+                "wanserve_model_queued", "Jobs waiting in the model's queue.", labels=["model"]
+            ),
+            "oldest_wait": GaugeMetricFamily(
+                "wanserve_model_oldest_wait_seconds",
+                "How long the model's oldest queued job has waited (0: none queued).",
+                labels=["model"],
+            ),
+        }
+        for model, service in self.fleet.service(self.registry.routes, self.ttl).items():
+            families["workers"].add_metric([model], service.workers)
+            families["loaded"].add_metric([model], service.loaded)
+            families["queued"].add_metric([model], service.queued)
+            families["oldest_wait"].add_metric([model], service.oldest_wait or 0.0)
+        yield from families.values()
+
+
 class Metrics:
     """The app's registry and the instruments its routes update."""
 
-    def __init__(self, store: JobStore):
+    def __init__(self, store: JobStore, fleet: Fleet, engines: EngineRegistry, ttl: float):
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self.registry.register(JobStateCollector(store))
+        self.registry.register(FleetCollector(fleet, engines, ttl))
         self.created = Counter(
             "wanserve_jobs_created",
             "Jobs accepted, by model and API family.",

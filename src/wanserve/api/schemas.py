@@ -65,6 +65,14 @@ class VideoError(BaseModel):
     message: str
 
 
+class VideoOverflow(BaseModel):
+    """A job that waited past its model's `max_wait` and ran on the overflow model."""
+
+    from_model: str
+    to_model: str
+    from_engine: str
+
+
 class VideoObject(BaseModel):
     """The OpenAI-compatible video object."""
 
@@ -88,6 +96,7 @@ class VideoObject(BaseModel):
     fps: float | None = None
     width: int | None = None
     height: int | None = None
+    overflow: VideoOverflow | None = None
 
 
 class VideoList(BaseModel):
@@ -137,3 +146,27 @@ class ErrorBody(BaseModel):
     """Every `/v1` error body."""
 
     error: ErrorDetail
+
+
+class WorkerObject(BaseModel):
+    """One live worker process of the fleet."""
+
+    id: str
+    object: Literal["worker"] = "worker"
+    host: str
+    pid: int
+    models: list[str]
+    device: str
+    engines: dict[str, str] = Field(
+        description="each served model's engine: not_loaded, loading, loaded or failed"
+    )
+    current_job: str | None
+    started_at: int
+    last_heartbeat_at: float
+
+
+class WorkerList(BaseModel):
+    """`GET /v1/workers`."""
+
+    object: Literal["list"] = "list"
+    data: list[WorkerObject]

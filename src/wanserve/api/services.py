@@ -10,6 +10,7 @@ from wanserve.api.auth import KeyCheck
 from wanserve.api.metrics import Metrics
 from wanserve.api.signing import UrlSigner
 from wanserve.engines.registry import EngineRegistry
+from wanserve.jobs.fleet import Fleet
 from wanserve.jobs.intake import Intake
 from wanserve.jobs.store import JobStore
 from wanserve.settings import Settings
@@ -28,6 +29,7 @@ class Services:
     keys: KeyCheck
     signer: UrlSigner | None
     metrics: Metrics
+    fleet: Fleet
 
 
 def services(request: Request) -> Services:

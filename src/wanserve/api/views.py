@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from wanserve.api.schemas import VideoError, VideoObject
+from wanserve.api.schemas import VideoError, VideoObject, VideoOverflow
 from wanserve.api.services import Services
 from wanserve.jobs.model import Job, JobStatus
 from wanserve.settings import Settings
@@ -41,6 +41,7 @@ def video_object(job: Job, root: str, svc: Services) -> VideoObject:
     elif job.error_code:
         error = VideoError(code=job.error_code, message=job.error_message or job.error_code)
     result = job.result
+    moved = job.metadata.get("overflow")
     return VideoObject(
         id=job.id,
         task_id=job.id,
@@ -61,4 +62,11 @@ def video_object(job: Job, root: str, svc: Services) -> VideoObject:
         fps=result.get("fps"),
         width=result.get("width"),
         height=result.get("height"),
+        overflow=VideoOverflow(
+            from_model=moved["from"],
+            to_model=moved["to"],
+            from_engine=moved["from_engine"],
+        )
+        if moved
+        else None,
     )

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from wanserve.engines.base import Engine
 from wanserve.errors import ModelNotFound
-from wanserve.settings import DEFAULT_MODEL, Settings
+from wanserve.settings import DEFAULT_MODEL, Settings, parse_duration
 
 logger = logging.getLogger(__name__)
 
@@ -26,26 +26,55 @@ ENGINE_MODULES = {
 }
 
 
+# Options of a model that steer its queue rather than configure its engine.
+ROUTING_OPTIONS = ("overflow", "max_wait", "queue_timeout")
+DEFAULT_MAX_WAIT = 60.0
+
+
 @dataclass(frozen=True)
 class ModelRoute:
-    """A served model name, the engine behind it and that engine's options."""
+    """A served model name, the engine behind it, its options and how its queue overflows."""
 
     name: str
     engine: str
     options: Mapping[str, Any] = field(default_factory=dict)
+    overflow: str | None = None  # the model that takes jobs left unclaimed for `max_wait`
+    max_wait: float = DEFAULT_MAX_WAIT
+    queue_timeout: float | None = None  # a job never claimed this long fails with `timeout`
+
+
+def _route_from(name: str, spec: Any, default_engine: str) -> ModelRoute:
+    if isinstance(spec, str):
+        spec = {"engine": spec}
+    options = {k: v for k, v in spec.items() if k != "engine" and k not in ROUTING_OPTIONS}
+    timeout = spec.get("queue_timeout")
+    route = ModelRoute(
+        name,
+        spec.get("engine", default_engine),
+        options,
+        overflow=spec.get("overflow"),
+        max_wait=parse_duration(spec.get("max_wait", DEFAULT_MAX_WAIT)),
+        queue_timeout=parse_duration(timeout) if timeout is not None else None,
+    )
+    if route.max_wait <= 0 or (route.queue_timeout is not None and route.queue_timeout <= 0):
+        raise ValueError(f"model {name!r}: max_wait and queue_timeout must be positive")
+    return route
 
 
 def _routes_from(settings: Settings) -> dict[str, ModelRoute]:
     routes = {DEFAULT_MODEL: ModelRoute(DEFAULT_MODEL, settings.engine)}
     for name, spec in settings.models.items():
-        if isinstance(spec, str):
-            spec = {"engine": spec}
-        options = {k: v for k, v in spec.items() if k != "engine"}
-        routes[name] = ModelRoute(name, spec.get("engine", settings.engine), options)
+        routes[name] = _route_from(name, spec, settings.engine)
     for route in routes.values():
         if route.engine not in ENGINE_MODULES:
             known = ", ".join(sorted(ENGINE_MODULES))
             raise ValueError(f"model {route.name!r}: unknown engine {route.engine!r} ({known})")
+        if route.overflow is not None and (
+            route.overflow == route.name or route.overflow not in routes
+        ):
+            raise ValueError(
+                f"model {route.name!r}: overflow {route.overflow!r} is not another served model"
+            )
     return routes
 
 
@@ -149,6 +178,10 @@ class EngineRegistry:
         """Each served model's load state in this process; safe from any thread."""
         with self._lock:
             return dict(self._loads)
+
+    def loaded(self) -> dict[str, Engine]:
+        """The engines built so far, by model; a copy, safe to take from any thread."""
+        return self._engines.copy()
 
     def close(self) -> None:
         """Close every engine built so far."""

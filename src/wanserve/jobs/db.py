@@ -18,6 +18,7 @@ from sqlalchemy import (
     event,
     func,
     select,
+    text,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -40,6 +41,8 @@ class JobRow(Base):
     owner: Mapped[str] = mapped_column(String(64))
     model: Mapped[str] = mapped_column(String(128))
     engine: Mapped[str] = mapped_column(String(64))
+    # The served model whose workers run the job: `model`, or the model it overflowed to.
+    route: Mapped[str] = mapped_column(String(128))
     source_api: Mapped[str] = mapped_column(String(16), default="openai")
     status: Mapped[str] = mapped_column(String(16))
     progress: Mapped[int] = mapped_column(Integer, default=0)
@@ -64,6 +67,20 @@ class JobRow(Base):
         Index("ix_jobs_owner_created", "owner", "created_at"),
         Index("ix_jobs_status_created", "status", "created_at"),
         Index("ix_jobs_expires_at", "expires_at"),
+        # The fair claim: each key's oldest queued job of a route, each key's running count.
+        Index("ix_jobs_route_owner", "status", "route", "owner", "created_at", "id"),
+        # Each key's latest start on a route (who was served least recently); only started
+        # jobs, so the newest start is the last entry, not behind the key's queued jobs.
+        Index(
+            "ix_jobs_owner_route_started",
+            "owner",
+            "route",
+            "started_at",
+            postgresql_where=text("started_at IS NOT NULL"),
+            sqlite_where=text("started_at IS NOT NULL"),
+        ),
+        # A route's oldest waiting jobs (readiness, overflow and queue time-outs).
+        Index("ix_jobs_route_waiting", "status", "route", "created_at", "id"),
     )
 
 
@@ -77,6 +94,22 @@ class IdempotencyRow(Base):
     job_id: Mapped[str] = mapped_column(String(64))
     request_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class WorkerRow(Base):
+    """A live worker process, as it last reported itself."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    models: Mapped[list[str]] = mapped_column(JSON)
+    device: Mapped[str] = mapped_column(String(128))
+    # Each served model's engine in that process: not_loaded, loading, loaded or failed.
+    engines: Mapped[dict[str, str]] = mapped_column(JSON)
+    started_at: Mapped[float] = mapped_column(Float)
+    heartbeat_at: Mapped[float] = mapped_column(Float, index=True)
 
 
 # Execution option of the write transactions (see `writer`).
@@ -108,6 +141,7 @@ def job_from_row(row: JobRow) -> Job:
         attempts=row.attempts,
         remixed_from=row.remixed_from,
         source_api=row.source_api,
+        route=row.route,
     )
 
 
@@ -118,6 +152,7 @@ def new_job_row(job: Job) -> JobRow:
         owner=job.owner,
         model=job.model,
         engine=job.engine,
+        route=job.route,
         source_api=job.source_api,
         status=JobStatus.QUEUED.value,
         progress=0,

@@ -13,7 +13,6 @@ import json
 import logging
 import secrets
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -163,7 +162,7 @@ class Intake:
             status=JobStatus.QUEUED,
             spec=spec,
             media=refs,
-            created_at=time.time(),
+            created_at=self.store.clock(),
             source_api=source_api,
         )
         idempotency = (idempotency_key, fingerprint) if idempotency_key else None
@@ -186,7 +185,7 @@ class Intake:
             self.storage.delete_prefix(job_prefix(job.id))
             return created
         logger.info("job %s: queued (model %s, engine %s)", job.id, job.model, job.engine)
-        self.queue.publish(job.id)
+        self.queue.publish(job.id, job.route)
         return created
 
     def _drop_media_unless_recorded(self, job_id: str) -> None:
@@ -273,11 +272,12 @@ class Intake:
             id=job_id,
             owner=source.owner,
             model=source.model,
-            engine=source.engine,
+            # Its own model's engine: the source may have run on an overflow model.
+            engine=self.registry.route(source.model).engine,
             status=JobStatus.QUEUED,
             spec=replace(source.spec, prompt=prompt),
             media=media,
-            created_at=time.time(),
+            created_at=self.store.clock(),
             remixed_from=source.id,
             source_api=source.source_api,
         )

@@ -24,11 +24,19 @@ ORPHAN_AGE = 3600.0
 class Maintenance:
     """Runs the chores at their intervals; any worker may, several at once is harmless."""
 
-    def __init__(self, settings: Settings, store: JobStore, storage: Storage, queue: JobQueue):
+    def __init__(
+        self,
+        settings: Settings,
+        store: JobStore,
+        storage: Storage,
+        queue: JobQueue,
+        routes: list[str],
+    ):
         self.settings = settings
         self.store = store
         self.storage = storage
         self.queue = queue
+        self.routes = routes  # the models whose broker queues this worker watches
         self._last_run = float("-inf")
         self._last_orphan_sweep = float("-inf")
 
@@ -58,10 +66,12 @@ class Maintenance:
         )
         for job_id in requeued:
             logger.warning("job %s: worker lost, re-queued", job_id)
-            self.queue.publish(job_id)
+            job = self.store.get(job_id)
+            if job is not None:
+                self.queue.publish(job_id, job.route)
         for job_id in failed:
             logger.error("job %s: worker lost too often, failed", job_id)
-        self.queue.sweep(self.store)
+        self.queue.sweep(self.store, self.routes)
 
     def sweep_expired(self, now: float) -> None:
         """Delete the outputs of jobs past their expiry (the records stay)."""

@@ -141,6 +141,12 @@ class Job:
     attempts: int = 0
     remixed_from: str | None = None
     source_api: str = "openai"  # which API family created it
+    # The served model whose workers run it: `model` unless it overflowed to another one.
+    route: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.route:
+            self.route = self.model
 
     def media_of(self, media_type: str) -> MediaRef | None:
         """The stored media of one type, if the job has it."""

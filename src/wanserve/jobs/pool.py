@@ -41,8 +41,7 @@ def worker_main(settings_json: str, gpus: str | None = None) -> None:
     signal.signal(signal.SIGINT, lambda *_: worker.stopping.set())
     threading.Thread(target=_stop_with_parent, args=(worker.stopping,), daemon=True).start()
     try:
-        worker.registry.warm_up(stopping=worker.stopping)
-        worker.queue.consume(worker)
+        worker.consume()
     finally:
         worker.registry.close()
         worker.queue.close()

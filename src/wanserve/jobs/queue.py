@@ -1,10 +1,12 @@
 """How workers learn of queued jobs: by polling the database, or from a Celery broker.
 
-The database stays the truth about every job; a broker message only says "run job X".
-Delivery is at least once (a message is acknowledged after its job, and a job is
-announced again when its lease runs out or its message may be lost), and the store's
-compare-and-set claim lets exactly one worker run a job, so a duplicate or stale message
-is simply dropped.
+The database stays the truth about every job; a broker message only says "a job of model
+M is waiting", on M's own queue (`wanserve.<model>`), so only workers serving M receive
+it. The worker then claims M's next job fairly (see `routing`), which is usually the
+announced one; each queued job has one message, so each message starts one job. Delivery
+is at least once (a message is acknowledged after its job, and a job is announced again
+when its lease runs out or its message may be lost), and the store's compare-and-set claim
+lets exactly one worker run a job, so a duplicate or stale message runs nothing twice.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-import time
 import uuid
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
@@ -40,6 +41,7 @@ class JobRunner(Protocol):
     worker_id: str
     settings: Settings
     stopping: threading.Event
+    routes: list[str]  # the models this worker serves
 
     def run(self) -> None:
         """Poll the database for jobs until `stopping` is set."""
@@ -47,18 +49,18 @@ class JobRunner(Protocol):
     def maintain(self, *, force: bool = False) -> None:
         """Re-queue jobs of dead workers, sweep stranded jobs and expired files."""
 
-    def run_job(self, job_id: str) -> bool:
-        """Claim and run one announced job; False when it is not queued any more."""
+    def run_job(self, job_id: str, route: str) -> bool:
+        """Claim and run `route`'s next job (announced by `job_id`); False when none waits."""
 
 
 class JobQueue(Protocol):
     """How a queued job reaches a worker."""
 
-    def publish(self, job_id: str) -> None:
-        """Announce a queued job; call after its row is committed."""
+    def publish(self, job_id: str, route: str) -> None:
+        """Announce a job queued on `route`; call after its row is committed."""
 
-    def sweep(self, store: JobStore) -> list[str]:
-        """Announce again queued jobs whose announcement may be lost; returns their ids."""
+    def sweep(self, store: JobStore, routes: list[str]) -> list[str]:
+        """Announce again jobs of `routes` whose announcement may be lost; returns their ids."""
 
     def consume(self, worker: JobRunner) -> None:
         """Run jobs with `worker` until `worker.stopping` is set."""
@@ -73,10 +75,10 @@ class JobQueue(Protocol):
 class DatabaseQueue:
     """No broker: workers poll the database for the oldest queued job."""
 
-    def publish(self, job_id: str) -> None:
+    def publish(self, job_id: str, route: str) -> None:
         """Nothing to send: a polling worker finds the committed row."""
 
-    def sweep(self, store: JobStore) -> list[str]:
+    def sweep(self, store: JobStore, routes: list[str]) -> list[str]:
         """Nothing can be lost: the rows are the queue."""
         return []
 
@@ -92,7 +94,10 @@ class DatabaseQueue:
 
 
 class CeleryQueue:
-    """Jobs announced as Celery messages; each consuming process runs one job at a time."""
+    """Jobs announced as Celery messages, a queue per model; one job at a time per process.
+
+    `queue_name` is the prefix: model M's messages go to `<queue_name>.<M>`.
+    """
 
     def __init__(
         self,
@@ -126,20 +131,24 @@ class CeleryQueue:
         # Acknowledged only after the job: a worker that dies mid-job leaves the message
         # to be delivered again (and its lease runs out, so the job is re-announced too).
         @app.task(name=TASK_NAME, shared=False, acks_late=True, reject_on_worker_lost=True)
-        def run_job(job_id: str) -> None:
+        def run_job(job_id: str, route: str) -> None:
             if self._worker is None:
                 raise RuntimeError("this process does not consume jobs")
-            self._worker.run_job(job_id)
+            self._worker.run_job(job_id, route)
 
         return app
 
-    def publish(self, job_id: str) -> None:
-        """Send "run job X"; on failure log it and leave the job to a worker's sweep."""
+    def queue_for(self, route: str) -> str:
+        """The broker queue of one model."""
+        return f"{self.queue_name}.{route}"
+
+    def publish(self, job_id: str, route: str) -> None:
+        """Announce on `route`'s queue; on failure log it and leave the job to a sweep."""
         try:
             self.app.send_task(
                 TASK_NAME,
-                args=[job_id],
-                queue=self.queue_name,
+                args=[job_id, route],
+                queue=self.queue_for(route),
                 retry=True,
                 retry_policy=PUBLISH_RETRY,
             )
@@ -148,32 +157,37 @@ class CeleryQueue:
             # client retry into a duplicate job. The sweep announces it once the broker is back.
             logger.exception("job %s: could not publish to the broker", job_id)
 
-    def waiting(self) -> int:
-        """Messages in the broker queue not yet handed to a worker."""
+    def waiting(self, route: str) -> int:
+        """Messages in `route`'s broker queue not yet handed to a worker."""
         with self.app.connection_for_read() as connection:
             channel = connection.default_channel
             try:
-                return int(channel.queue_declare(self.queue_name, passive=True).message_count)
+                return int(
+                    channel.queue_declare(self.queue_for(route), passive=True).message_count
+                )
             except connection.channel_errors:
                 return 0  # the queue does not exist yet: nothing was ever published
 
-    def sweep(self, store: JobStore) -> list[str]:
-        """Re-publish jobs queued for over `stranded_after` when the broker holds none.
+    def sweep(self, store: JobStore, routes: list[str]) -> list[str]:
+        """Re-publish jobs queued for over `stranded_after` on a route whose queue is empty.
 
-        Only when nothing is waiting: then every queued job has lost its message (or is
-        about to be claimed, and a duplicate is harmless), while a backlog is left alone
-        instead of being duplicated on every sweep.
+        Only when nothing is waiting there: then every queued job of it has lost its
+        message (or is about to be claimed, and a duplicate is harmless), while a backlog
+        is left alone instead of being duplicated on every sweep.
         """
-        try:
-            if self.waiting() > 0:
-                return []
-        except Exception:
-            logger.exception("queue: broker unreachable, sweep skipped")
-            return []
-        stranded = store.queued_before(time.time() - self.stranded_after)
-        for job_id in stranded:
-            logger.warning("job %s: queued without a message; published again", job_id)
-            self.publish(job_id)
+        stranded: list[str] = []
+        for route in routes:
+            try:
+                if self.waiting(route) > 0:
+                    continue
+            except Exception:
+                logger.exception("queue: broker unreachable, sweep skipped")
+                return stranded
+            lost = store.queued_before(store.clock() - self.stranded_after, [route])
+            for job_id in lost:
+                logger.warning("job %s: queued without a message; published again", job_id)
+                self.publish(job_id, route)
+            stranded.extend(lost)
         return stranded
 
     def consume(self, worker: JobRunner) -> None:
@@ -191,7 +205,7 @@ class CeleryQueue:
             # heartbeats going while a long job runs.
             pool_cls="threads",
             concurrency=1,
-            queues=[self.queue_name],
+            queues=[self.queue_for(route) for route in worker.routes],
             without_heartbeat=True,
             without_mingle=True,
             without_gossip=True,
@@ -213,8 +227,9 @@ class CeleryQueue:
         # An idle event loop sleeps until its next timer, up to 10 s: a one-second tick
         # lets it notice a shutdown request soon.
         consumer.timer.call_repeatedly(1.0, _tick)
-        worker_id = self._worker.worker_id if self._worker else "?"
-        logger.info("worker %s consuming queue %s", worker_id, self.queue_name)
+        worker = self._worker
+        queues = ", ".join(self.queue_for(route) for route in worker.routes) if worker else "?"
+        logger.info("worker %s consuming queue %s", worker.worker_id if worker else "?", queues)
 
     @staticmethod
     def _maintain(worker: JobRunner, state: Any) -> None:

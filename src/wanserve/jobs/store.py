@@ -12,7 +12,7 @@ Every passing database failure (a dropped connection, a restart, a full disk) le
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select
@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from wanserve.errors import Conflict, InvalidRequest, TooManyUnfinished
 from wanserve.jobs.db import IdempotencyRow, JobRow, job_from_row, new_job_row
 from wanserve.jobs.model import Job, JobStatus
-from wanserve.jobs.sql import JobRows
+from wanserve.jobs.routing import QueueDeadlines, next_claim
 
 IDEMPOTENCY_WINDOW = 24 * 3600
 UNFINISHED = (JobStatus.QUEUED, JobStatus.IN_PROGRESS)
@@ -31,7 +31,7 @@ JobIds = list[str]
 Statuses = list[JobStatus]
 
 
-class JobStore(JobRows):
+class JobStore(QueueDeadlines):
     """Jobs in a SQL database (SQLite by default, PostgreSQL for several machines)."""
 
     # -- creating and reading ------------------------------------------------------
@@ -233,30 +233,33 @@ class JobStore(JobRows):
                 break
         raise Conflict(f"job {job_id} changed state concurrently", code="invalid_state")
 
-    def claim(self, worker_id: str) -> Job | None:
-        """Take the oldest queued job for `worker_id`, or None when there is none."""
+    def claim(self, worker_id: str, routes: Sequence[str]) -> Job | None:
+        """Take the next queued job of `routes` for `worker_id`, fairly.
+
+        Fair: the oldest job of the key with the fewest running jobs on that route (see
+        `routing.next_claim`); None when nothing of `routes` is queued.
+        """
         while True:
             with self._connect() as connection:
-                job_id = connection.execute(
-                    select(JobRow.id)
-                    .where(JobRow.status == JobStatus.QUEUED.value)
-                    .order_by(JobRow.created_at, JobRow.id)
-                    .limit(1)
-                ).scalar_one_or_none()
+                job_id = connection.execute(next_claim(routes)).scalar_one_or_none()
             if job_id is None:
                 return None
-            job = self.claim_job(job_id, worker_id)
+            job = self.claim_job(job_id, worker_id, routes)
             if job is not None:
                 return job
             # Another worker took it between our read and our update: look again.
 
-    def claim_job(self, job_id: str, worker_id: str) -> Job | None:
-        """Take this one job for `worker_id` if it is still queued, else None."""
+    def claim_job(
+        self, job_id: str, worker_id: str, routes: Sequence[str] | None = None
+    ) -> Job | None:
+        """Take this one job for `worker_id` if it is still queued on one of `routes`."""
         now = self.clock()
+        guard = [JobRow.route.in_(list(routes))] if routes is not None else []
         won = self._apply(
             job_id,
             JobStatus.QUEUED,
             JobStatus.IN_PROGRESS,
+            *guard,
             worker_id=worker_id,
             started_at=now,
             heartbeat_at=now,
@@ -266,15 +269,19 @@ class JobStore(JobRows):
         # never run a job twice): its lease runs out and the job is queued again.
         return self.get(job_id) if won else None
 
-    def queued_before(self, cutoff: float, limit: int = 1000) -> JobIds:
-        """Ids of jobs queued since before `cutoff`, oldest first (to announce them again)."""
+    def queued_before(
+        self, cutoff: float, routes: Sequence[str] | None = None, limit: int = 1000
+    ) -> JobIds:
+        """Ids of jobs of `routes` queued since before `cutoff`, oldest first (to re-announce)."""
+        query = select(JobRow.id).where(
+            JobRow.status == JobStatus.QUEUED.value, JobRow.created_at < cutoff
+        )
+        if routes is not None:
+            query = query.where(JobRow.route.in_(list(routes)))
         with self._connect() as connection:
             return list(
                 connection.execute(
-                    select(JobRow.id)
-                    .where(JobRow.status == JobStatus.QUEUED.value, JobRow.created_at < cutoff)
-                    .order_by(JobRow.created_at, JobRow.id)
-                    .limit(limit)
+                    query.order_by(JobRow.created_at, JobRow.id).limit(limit)
                 ).scalars()
             )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -9,8 +10,9 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,9 +28,11 @@ from wanserve.errors import (
 )
 from wanserve.jobs.backoff import Backoff, persist
 from wanserve.jobs.context import JobContext, WorkerStopping
+from wanserve.jobs.fleet import Fleet, WorkerInfo, describe_device
 from wanserve.jobs.maintenance import Maintenance
 from wanserve.jobs.model import ErrorCode, Job, JobStatus, MediaRef
 from wanserve.jobs.queue import DatabaseQueue, JobQueue
+from wanserve.jobs.routing import apply_deadlines
 from wanserve.jobs.store import JobStore
 from wanserve.render.pipeline import RenderedVideo, render_output
 from wanserve.settings import Settings
@@ -38,6 +42,9 @@ from wanserve.storage.layout import OUTPUT_FILES, output_key, output_prefix
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# How often a worker checks queue deadlines (overflow, time-outs), at most; its registry
+# row is refreshed every `_beat_interval`, and dead after `job_lease` without one.
+DEADLINE_INTERVAL = 1.0
 
 
 class Worker:
@@ -52,6 +59,7 @@ class Worker:
         *,
         worker_id: str | None = None,
         queue: JobQueue | None = None,
+        routes: Sequence[str] | None = None,
     ):
         self.settings = settings
         self.store = store
@@ -59,9 +67,73 @@ class Worker:
         self.registry = registry
         self.queue = queue or DatabaseQueue()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        # The models this worker serves: only their jobs are claimed, only their engines built.
+        wanted = routes if routes is not None else settings.worker_models or registry.routes
+        self.routes = [registry.route(name).name for name in wanted]
         self.stopping = threading.Event()
         self.clock = store.clock
-        self.maintenance = Maintenance(settings, store, storage, self.queue)
+        self.maintenance = Maintenance(settings, store, storage, self.queue, self.routes)
+        self.fleet = Fleet(store.engine, clock=store.clock)
+        self._started_at = self.clock()
+
+    def consume(self) -> None:
+        """Join the fleet, warm up, run jobs from the queue until `stopping`, then leave.
+
+        The registry row exists from the start, so readiness shows engines loading.
+        """
+        self._persist(lambda: self.fleet.report(self.presence()), "joining the fleet")
+        logger.info("worker %s serves %s", self.worker_id, ", ".join(self.routes))
+        keeper = threading.Thread(target=self._keep_fleet, name="fleet", daemon=True)
+        keeper.start()
+        try:
+            self.registry.warm_up(self.warm_models(), stopping=self.stopping)
+            self.queue.consume(self)
+        finally:
+            self.stopping.set()
+            keeper.join()
+            with contextlib.suppress(StoreUnavailable):
+                self.fleet.leave(self.worker_id)
+
+    def warm_models(self) -> list[str]:
+        """The models loaded at start: those `WANSERVE_PRELOAD` names that this worker serves."""
+        return [name for name in self.registry.preloaded_models() if name in self.routes]
+
+    def presence(self) -> WorkerInfo:
+        """This worker as the registry lists it."""
+        states = self.registry.load_states()
+        return WorkerInfo(
+            id=self.worker_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            models=self.routes,
+            device=describe_device(self.registry.loaded().values()),
+            engines={name: states[name].state for name in self.routes},
+            started_at=self._started_at,
+        )
+
+    def _keep_fleet(self) -> None:
+        # A thread of its own: beats and deadlines go on while a long job runs.
+        beat_every = min(5.0, self.settings.job_lease / 6)
+        last_beat, reported = time.monotonic(), self.presence()
+        while not self.stopping.wait(min(DEADLINE_INTERVAL, beat_every)):
+            try:
+                now = self.presence()
+                # A beat is due, or what the row says changed (an engine got loaded).
+                if time.monotonic() - last_beat >= beat_every or now != reported:
+                    self.fleet.report(now)
+                    self.fleet.drop_dead(self.settings.job_lease)
+                    last_beat, reported = time.monotonic(), now
+                self.apply_deadlines()
+            except StoreUnavailable:
+                logger.warning(
+                    "worker %s: job store unavailable, fleet upkeep skipped", self.worker_id
+                )
+            except Exception:
+                logger.exception("worker %s: fleet upkeep failed", self.worker_id)
+
+    def apply_deadlines(self) -> None:
+        """Move jobs waiting past their model's `max_wait` to its overflow; time out others."""
+        apply_deadlines(self.store, self.registry.routes, self.queue.publish)
 
     def run(self) -> None:
         """Loop until `stopping` is set: maintenance, then one job or a short wait.
@@ -97,17 +169,26 @@ class Worker:
 
     def run_once(self) -> bool:
         """Claim and run one job; False when the queue was empty."""
-        job = self.store.claim(self.worker_id)
+        job = self.store.claim(self.worker_id, self.routes)
         if job is None:
             return False
         self.execute(job)
         return True
 
-    def run_job(self, job_id: str) -> bool:
-        """Claim and run this job (a broker message); False when it is not queued any more."""
+    def run_job(self, job_id: str, route: str) -> bool:
+        """Claim and run `route`'s next job (a broker message announcing `job_id`).
+
+        The next job by fair share, which may be another one of `route`: that one's own
+        message then starts the next. False when nothing of `route` is queued any more.
+        """
+        if route not in self.routes:
+            logger.warning(
+                "job %s: announced on %s, which this worker does not serve", job_id, route
+            )
+            return False
         try:
             job = self._persist(
-                lambda: self.store.claim_job(job_id, self.worker_id), f"job {job_id}: claim"
+                lambda: self.store.claim(self.worker_id, [route]), f"job {job_id}: claim"
             )
         except StoreUnavailable:
             logger.warning("job %s: left queued (worker stopping, job store unavailable)", job_id)
@@ -115,7 +196,7 @@ class Worker:
         if job is None:
             # A duplicate, or a job already run, cancelled or deleted: the claim is the
             # only authority, so the message is acknowledged and dropped.
-            logger.info("job %s: not queued any more; message dropped", job_id)
+            logger.info("job %s: nothing of %s queued any more; message dropped", job_id, route)
             return False
         self.execute(job)
         return True
@@ -138,7 +219,7 @@ class Worker:
             self._publish(job, rendered, metadata)
         except WorkerStopping:
             if self._persist(lambda: self.store.release(job.id, self.worker_id), "release"):
-                self.queue.publish(job.id)
+                self.queue.publish(job.id, job.route)
             logger.info("job %s: released back to the queue (worker stopping)", job.id)
         except JobCancelled:
             self._settle_cancelled(job)
@@ -169,7 +250,7 @@ class Worker:
     # 1. Inputs to local files, 2. engine, 3. encoder.
     def _produce(self, job: Job, context: JobContext) -> tuple[RenderedVideo, dict[str, Any]]:
         request = self._request_for(job, context.work_dir)
-        engine = self.registry.engine_for(job.model)
+        engine = self.registry.engine_for(job.route)
         context.raise_if_cancelled()
         output = engine.generate(request, context)
         out_dir = context.work_dir / "output"
@@ -218,7 +299,7 @@ class Worker:
             prompt_extend=spec.prompt_extend,
             watermark=spec.watermark,
             size_label=spec.size,
-            options=self.registry.route(job.model).options,
+            options=self.registry.route(job.route).options,
         )
 
     # 4. Storage, 5. the final state.
@@ -253,7 +334,8 @@ class Worker:
                     completed_at=now,
                     expires_at=now + self.settings.retention,
                     result=result,
-                    meta=metadata,
+                    # The engine's account, beside what routing recorded (an overflow).
+                    meta={**job.metadata, **metadata},
                 ),
                 f"job {job.id}: completion",
             )
@@ -290,7 +372,7 @@ class Worker:
             lambda: self.store.release(job.id, self.worker_id, count_attempt=True), "release"
         )
         if released:
-            self.queue.publish(job.id)
+            self.queue.publish(job.id, job.route)
         # Room is rarely made in an instant: give the storage a moment before the next job.
         self.stopping.wait(self.settings.poll_interval * 10)
 

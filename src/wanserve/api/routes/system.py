@@ -10,9 +10,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from wanserve.api.schemas import ModelList, ModelObject
+from wanserve.api.auth import require_admin
+from wanserve.api.schemas import ErrorBody, ModelList, ModelObject, WorkerList, WorkerObject
 from wanserve.api.services import Services, caller, services
-from wanserve.errors import Unauthorized, Unavailable
+from wanserve.errors import StoreUnavailable, Unauthorized, Unavailable
+from wanserve.jobs.fleet import unserved
 
 router = APIRouter()
 Svc = Annotated[Services, Depends(services)]
@@ -38,7 +40,12 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz", tags=["health"])
 def readyz(svc: Svc) -> JSONResponse:
-    """Readiness: database, storage (and broker, if set) reachable (503 naming what is not)."""
+    """Readiness: database, storage (and broker, if set) reachable (503 naming what is not).
+
+    Also, per served model: live workers, how many have its engine loaded, and its queue;
+    `warnings` names each model no live worker serves. Those do not make the API unready:
+    it still takes jobs, which wait for a worker (or overflow, or time out).
+    """
     checks: dict[str, str] = {}
     probes = [("database", svc.store.ping), ("storage", svc.storage.check)]
     if svc.settings.broker_url:
@@ -49,9 +56,60 @@ def readyz(svc: Svc) -> JSONResponse:
             checks[name] = "ok"
         except Exception as exc:
             checks[name] = f"error: {_failure(exc)}"
+    models = _models(svc) if checks["database"] == "ok" else None
+    if models is None and checks["database"] == "ok":
+        checks["database"] = "error: unreachable"  # it went away between the two reads
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse(
-        {"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503
+    body: dict[str, object] = {"status": "ok" if ready else "unavailable", "checks": checks}
+    if models is not None:
+        body.update(models)
+    return JSONResponse(body, 200 if ready else 503)
+
+
+def _models(svc: Services) -> dict[str, object] | None:
+    """Per served model: live workers, loaded engines, queue; and the unserved models."""
+    try:
+        report = svc.fleet.service(svc.registry.routes, svc.settings.job_lease)
+    except StoreUnavailable:
+        return None
+    return {
+        "models": {
+            model: {
+                "workers": service.workers,
+                "loaded": service.loaded,
+                "queued": service.queued,
+                "oldest_wait_seconds": service.oldest_wait,
+            }
+            for model, service in sorted(report.items())
+        },
+        "warnings": unserved(report),
+    }
+
+
+@router.get(
+    "/v1/workers",
+    response_model=WorkerList,
+    tags=["health"],
+    responses={401: {"model": ErrorBody, "description": "Missing or wrong admin key"}},
+)
+def list_workers(request: Request, svc: Svc) -> WorkerList:
+    """The live workers: models served, device, engines loaded, current job (admin key)."""
+    require_admin(request, svc.settings.admin_key)
+    return WorkerList(
+        data=[
+            WorkerObject(
+                id=worker.id,
+                host=worker.host,
+                pid=worker.pid,
+                models=worker.models,
+                device=worker.device,
+                engines=worker.engines,
+                current_job=worker.current_job,
+                started_at=int(worker.started_at),
+                last_heartbeat_at=worker.heartbeat_at,
+            )
+            for worker in svc.fleet.live(svc.settings.job_lease)
+        ]
     )
 
 
