@@ -124,6 +124,8 @@ def test_live_workers_are_listed_and_readiness_names_unserved_models(make_fleet)
     assert body["models"]["wan2.7-i2v"] == {
         "workers": 1,
         "loaded": 0,
+        "loading": 0,
+        "failed": 0,
         "queued": 0,
         "oldest_wait_seconds": None,
     }

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlalchemy import create_engine, text
 
 from helpers import LogWatch, race, seed_body
@@ -127,7 +128,9 @@ def test_a_stopped_database_is_503_with_retry_after_and_the_service_recovers(
     outages: LogWatch,
     watch_logs: Callable[[str], LogWatch],
 ):
-    settings = settings.model_copy(update={"database_url": own_postgres.url, "create_rate": 0})
+    settings = settings.model_copy(
+        update={"database_url": own_postgres.url, "create_rate": 0, "admin_key": SecretStr("admin")}
+    )
     app = create_app(settings, fetcher=loopback_fetcher(settings), workers=0)
     worker = build_worker(settings)
     worker_thread = threading.Thread(target=worker.run, daemon=True)
@@ -150,6 +153,8 @@ def test_a_stopped_database_is_503_with_retry_after_and_the_service_recovers(
                 assert (error["code"], error["type"]) == ("service_unavailable", "server_error")
             created = client.post("/v1/videos", json=seed_body(media_server, **SMALL))
             assert created.status_code == 503 and "retry-after" in created.headers
+            fleet = client.get("/v1/workers", headers={"Authorization": "Bearer admin"})
+            assert fleet.status_code == 503 and "retry-after" in fleet.headers
             task = client.get(f"/api/v1/tasks/{video_id}")
             assert task.status_code == 503 and task.json()["code"] == "ServiceUnavailable"
             assert set(task.json()) == {"request_id", "code", "message"}

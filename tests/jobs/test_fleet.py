@@ -83,9 +83,11 @@ def test_a_consuming_worker_is_registered_until_it_stops(store: JobStore, tmp_pa
     while not (listed := worker.fleet.live(TTL)):
         assert time.monotonic() < deadline and thread.is_alive()
         time.sleep(0.02)
-    assert [(w.id, w.models, w.engines) for w in listed] == [
-        (worker.worker_id, ["a"], {"a": "not_loaded"})
-    ]
+    assert [(w.id, w.models) for w in listed] == [(worker.worker_id, ["a"])]
+    # Warm start: its engine loads before any job, and the row says so when it has.
+    while worker.fleet.live(TTL)[0].engines != {"a": "loaded"}:
+        assert time.monotonic() < deadline and thread.is_alive()
+        time.sleep(0.02)
     worker.stopping.set()
     thread.join(timeout=10)
     assert not thread.is_alive() and worker.fleet.live(TTL) == []
@@ -93,6 +95,8 @@ def test_a_consuming_worker_is_registered_until_it_stops(store: JobStore, tmp_pa
 
 def test_a_worker_of_one_model_neither_claims_nor_loads_another(store: JobStore, tmp_path: Path):
     worker = worker_on(store, tmp_path, worker_models=["a"])
+    assert worker.warm_models() == ["a"]  # WANSERVE_PRELOAD=all means all of its own
+    assert worker_on(store, tmp_path, worker_models=["a"], preload=["b"]).warm_models() == []
     job = store.create(replace(make_job(), model="b", route="b", engine="diffusers"))
     assert worker.run_once() is False
     assert worker.run_job(job.id, "b") is False  # a message on a queue it does not serve
@@ -104,3 +108,23 @@ def test_by_default_a_worker_serves_every_configured_model(store: JobStore, tmp_
     assert worker_on(store, tmp_path).routes == ["wan2.7-i2v", "a", "b"]
     with pytest.raises(ModelNotFound):
         worker_on(store, tmp_path, worker_models=["a", "nope"])
+
+
+def test_an_engine_that_fails_to_load_is_reported_failed(
+    store: JobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.delenv("WANSERVE_DASHSCOPE_API_KEY", raising=False)
+    config = Settings(data_dir=tmp_path, models={"hosted": {"engine": "dashscope"}})  # no key
+    registry = EngineRegistry(config)
+    worker = Worker(config, store, LocalStorage(tmp_path / "files"), registry, routes=["hosted"])
+    thread = threading.Thread(target=worker.consume, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while worker.fleet.service(["hosted"], TTL)["hosted"].failed != 1:
+            assert time.monotonic() < deadline and thread.is_alive()
+            time.sleep(0.02)
+        assert worker.fleet.live(TTL)[0].engines == {"hosted": "failed"}
+    finally:
+        worker.stopping.set()
+        thread.join(timeout=10)

@@ -91,7 +91,7 @@ def test_a_refused_connection_is_store_unavailable_everywhere():
         lambda: store.get("video_x"),
         lambda: store.list("a"),
         lambda: store.create(make_job()),
-        lambda: store.claim("w"),
+        lambda: store.claim("w", ["wan2.7-i2v"]),
         lambda: store.heartbeat("video_x", "w"),
         lambda: store.requeue_stale(lease=1, max_attempts=1),
     ]

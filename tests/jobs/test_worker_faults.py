@@ -183,9 +183,8 @@ def test_stored_media_without_a_job_are_swept_after_an_hour(client, settings, me
     clock.advance(3601)
     fresh = files.local_path(media_key("video_orphan_new", "first_frame", "image/png"))
     os.utime(fresh, (clock.now, clock.now))  # written just now, by the store's clock
-    worker = Worker(
-        settings, JobStore.open(settings.resolved_database_url, clock=clock), files, None
-    )  # type: ignore[arg-type]
+    store = JobStore.open(settings.resolved_database_url, clock=clock)
+    worker = Worker(settings, store, files, EngineRegistry(settings))
     worker.maintain(force=True)
     remaining = {p.name for p in (settings.data_dir / "files" / "jobs").iterdir()}
     assert remaining == {created["id"], "video_orphan_new"}

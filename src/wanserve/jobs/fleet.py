@@ -41,6 +41,8 @@ class ModelService:
 
     workers: int = 0
     loaded: int = 0  # live workers whose engine for it is loaded
+    loading: int = 0  # ... still loading it (a warm start under way)
+    failed: int = 0  # ... that failed to load it (its jobs there fail)
     queued: int = 0
     oldest_wait: float | None = None  # seconds the oldest queued job has waited
 
@@ -146,6 +148,8 @@ class Fleet(JobRows):
             report[model] = ModelService(
                 workers=len(serving),
                 loaded=sum(1 for w in serving if w.engines.get(model) == "loaded"),
+                loading=sum(1 for w in serving if w.engines.get(model) == "loading"),
+                failed=sum(1 for w in serving if w.engines.get(model) == "failed"),
                 queued=queued,
                 oldest_wait=round(max(0.0, now - oldest), 3) if oldest is not None else None,
             )

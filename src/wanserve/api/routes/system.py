@@ -77,6 +77,8 @@ def _models(svc: Services) -> dict[str, object] | None:
             model: {
                 "workers": service.workers,
                 "loaded": service.loaded,
+                "loading": service.loading,
+                "failed": service.failed,
                 "queued": service.queued,
                 "oldest_wait_seconds": service.oldest_wait,
             }
