@@ -6,6 +6,10 @@ with the fewest running jobs on that route; between keys running as many, the on
 least recently goes first, so one key's burst cannot starve the others even with a
 single worker. The pick is only a read: the claim itself stays the store's one
 compare-and-set, so a stale pick under concurrent claimers loses and picks again.
+
+Deadlines: a model's `overflow` moves a job nobody started within `max_wait` to another
+model's queue, and `queue_timeout` fails one nobody started at all (`QueueDeadlines`
+holds the store's writes for both; any worker applies them, see `apply_deadlines`).
 """
 
 from __future__ import annotations
