@@ -73,7 +73,7 @@ class JobQueue(Protocol):
 
 
 class DatabaseQueue:
-    """No broker: workers poll the database for the oldest queued job."""
+    """No broker: workers poll the database for the next job of their models."""
 
     def publish(self, job_id: str, route: str) -> None:
         """Nothing to send: a polling worker finds the committed row."""
