@@ -207,6 +207,30 @@ def test_metrics_count_jobs_and_requests(client, media_server):
     assert 'route="/v1/videos/{video_id}",status="404"' in metrics
 
 
+@pytest.mark.parametrize(
+    ("authorization", "status"),
+    [
+        (None, 401),
+        ("Bearer wrong", 401),
+        ("Bearer m\u00e9trique", 401),  # non-ASCII: a TypeError (500) in a naive compare_digest
+        ("bearer  scrape-key ", 200),
+        ("Bearer scrape-key", 200),
+    ],
+)
+def test_metrics_key_is_checked(settings, authorization, status):
+    from fastapi.testclient import TestClient
+
+    from wanserve.api.app import create_app
+
+    settings.metrics_key = "scrape-key"
+    headers = {"authorization": authorization.encode()} if authorization else {}
+    with TestClient(create_app(settings, workers=0)) as client:
+        answer = client.get("/metrics", headers=headers)
+    assert answer.status_code == status
+    if status == 401:
+        assert answer.json()["error"]["message"] == "This endpoint needs the metrics key."
+
+
 def test_playground_page_is_public(settings):
     from fastapi.testclient import TestClient
 

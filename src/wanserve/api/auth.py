@@ -49,11 +49,17 @@ class KeyCheck:
 
 def require_admin(request: Request, admin_key: SecretStr | None) -> None:
     """Raise `Unauthorized` unless the request's Bearer token is the admin key."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if (
-        admin_key is None
-        or scheme.lower() != "bearer"
-        or not hmac.compare_digest(token.strip().encode(), admin_key.get_secret_value().encode())
-    ):
+    if not bearer_matches(request, admin_key.get_secret_value() if admin_key else None):
         hint = "" if admin_key is not None else " (WANSERVE_ADMIN_KEY is not set)"
         raise Unauthorized(f"This endpoint needs the admin key{hint}.")
+
+
+def bearer_matches(request: Request, expected: str | None) -> bool:
+    """Whether the request's Bearer token is `expected`, compared in constant time."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+    return (
+        expected is not None
+        and scheme.lower() == "bearer"
+        and hmac.compare_digest(token.strip().encode(), expected.encode())
+    )

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from wanserve.api.auth import require_admin
+from wanserve.api.auth import bearer_matches, require_admin
 from wanserve.api.schemas import ErrorBody, ModelList, ModelObject, WorkerList, WorkerObject
 from wanserve.api.services import Services, caller, services
 from wanserve.errors import StoreUnavailable, Unauthorized, Unavailable
@@ -128,6 +128,6 @@ def _failure(exc: Exception) -> str:
 def metrics(request: Request, svc: Svc) -> Response:
     """Prometheus metrics (needs `WANSERVE_METRICS_KEY` as Bearer token when that is set)."""
     key = svc.settings.metrics_key
-    if key and request.headers.get("authorization", "") != f"Bearer {key}":
+    if key and not bearer_matches(request, key):
         raise Unauthorized("This endpoint needs the metrics key.")
     return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
