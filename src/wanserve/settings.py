@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "wan2.7-i2v"
@@ -29,6 +31,35 @@ def _split_list(value: Any) -> Any:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
+
+
+def check_webhook_secret(value: SecretStr | None) -> SecretStr | None:
+    """A Standard Webhooks secret: `whsec_` and base64 (what the openai SDK decodes)."""
+    if value is None:
+        return None
+    raw = value.get_secret_value()
+    try:
+        ok = raw.startswith("whsec_") and bool(base64.b64decode(raw[6:], validate=True))
+    except (binascii.Error, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError("a webhook secret is whsec_ followed by base64 (e.g. whsec_ + 32 bytes)")
+    return value
+
+
+class WebhookTarget(BaseModel):
+    """One API key's own webhook endpoint (`WANSERVE_WEBHOOKS`)."""
+
+    url: str | None = None
+    secret: SecretStr | None = None
+
+    _secret_format = field_validator("secret")(check_webhook_secret)
+
+
+def _reveal(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return str(value)
 
 
 class Settings(BaseSettings):
@@ -93,6 +124,17 @@ class Settings(BaseSettings):
 
     encoder_preset: str = "veryfast"
 
+    # Webhooks: every job's events to `webhook_url`, signed with `webhook_secret`; per API
+    # key (or owner id) its own endpoint and secret; retried for `webhook_retry_for`.
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    webhooks: dict[str, WebhookTarget] = {}
+    webhook_retry_for: float = 24 * 3600
+    webhook_first_retry: float = Field(default=5.0, gt=0)
+    webhook_timeout: float = Field(default=10.0, gt=0)
+
+    _webhook_secret_format = field_validator("webhook_secret")(check_webhook_secret)
+
     @field_validator("api_keys", "media_allowed_hosts", "preload", "worker_models", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
@@ -117,18 +159,28 @@ class Settings(BaseSettings):
         return self
 
     @field_validator(
-        "retention", "job_lease", "body_read_timeout", "shutdown_timeout", mode="before"
+        "retention",
+        "job_lease",
+        "body_read_timeout",
+        "shutdown_timeout",
+        "webhook_retry_for",
+        "webhook_first_retry",
+        mode="before",
     )
     @classmethod
     def _duration(cls, value: Any) -> float:
         return parse_duration(value)
 
-    @field_validator("models", mode="before")
+    @field_validator("models", "webhooks", mode="before")
     @classmethod
     def _json_models(cls, value: Any) -> Any:
         if isinstance(value, str):
             return json.loads(value) if value.strip() else {}
         return value
+
+    def to_json(self) -> str:
+        """Every setting as JSON for a child process, secrets included (not masked)."""
+        return json.dumps(self.model_dump(), default=_reveal)
 
     @property
     def resolved_database_url(self) -> str:

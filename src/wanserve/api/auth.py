@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 from fastapi import Request
 from pydantic import SecretStr
 
 from wanserve.errors import Unauthorized
+from wanserve.jobs.model import owner_of
 
 OPEN_OWNER = "public"
-
-
-def owner_of(key: str) -> str:
-    """A stable, non-reversible owner id for an API key (keys are never stored)."""
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
+__all__ = ["OPEN_OWNER", "KeyCheck", "owner_of", "require_admin"]
 
 
 class KeyCheck:

@@ -115,4 +115,5 @@ def create_request_from(body: dict[str, Any], uploads: list[MediaSource]) -> Cre
         prompt_extend=model.prompt_extend,
         watermark=model.watermark,
         seed=model.seed,
+        webhook_url=model.webhook_url,
     )

@@ -15,9 +15,11 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from wanserve.engines.registry import EngineRegistry
+from wanserve.jobs.delivery import Outbox
 from wanserve.jobs.fleet import Fleet
 from wanserve.jobs.model import JobStatus
 from wanserve.jobs.store import JobStore
+from wanserve.jobs.webhooks import DELIVERED, FAILED, GONE, PENDING
 
 
 class JobStateCollector(Collector):
@@ -32,6 +34,28 @@ class JobStateCollector(Collector):
         counts = self.store.count_by_status()
         for status in JobStatus:
             family.add_metric([status.value], counts.get(status.value, 0))
+        yield family
+
+
+class WebhookCollector(Collector):
+    """`wanserve_webhook_deliveries{state}`: outbox rows by outcome, from the store.
+
+    Every worker process sends webhooks; the outbox is where they all record the outcome.
+    """
+
+    def __init__(self, outbox: Outbox):
+        self.outbox = outbox
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """One gauge sample per delivery state."""
+        family = GaugeMetricFamily(
+            "wanserve_webhook_deliveries",
+            "Webhook deliveries by state: pending, delivered, gone (410), failed (gave up).",
+            labels=["state"],
+        )
+        counts = self.outbox.counts()
+        for state in (PENDING, DELIVERED, GONE, FAILED):
+            family.add_metric([state], counts.get(state, 0))
         yield family
 
 
@@ -80,6 +104,7 @@ class Metrics:
         PlatformCollector(registry=self.registry)
         self.registry.register(JobStateCollector(store))
         self.registry.register(FleetCollector(fleet, engines, ttl))
+        self.registry.register(WebhookCollector(Outbox(store.engine, clock=store.clock)))
         self.created = Counter(
             "wanserve_jobs_created",
             "Jobs accepted, by model and API family.",

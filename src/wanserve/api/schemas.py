@@ -38,6 +38,11 @@ class CreateVideoBody(BaseModel):
     prompt_extend: bool = True
     watermark: bool = False
     seed: Seed | None = None
+    webhook_url: Annotated[Text, Field(max_length=2048)] | None = Field(
+        default=None,
+        description="http(s) endpoint told when this video completes or fails "
+        "(Standard Webhooks, signed with the server's or the key's secret)",
+    )
 
     @field_validator("size")
     @classmethod

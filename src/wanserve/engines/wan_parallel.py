@@ -166,7 +166,7 @@ class ParallelRunner:
             ours, theirs = spawn.Pipe()
             process = spawn.Process(
                 target=_helper_main,
-                args=(rank, degree, init_file, settings.model_dump_json(), theirs),
+                args=(rank, degree, init_file, settings.to_json(), theirs),
                 name=f"wanserve-cp-rank{rank}",
                 daemon=True,
             )

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Float,
     Index,
     Integer,
@@ -62,6 +63,10 @@ class JobRow(Base):
     worker_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     remixed_from: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Where its webhook events go: [{"url", "secret": "global"|"key", "checked"}].
+    webhooks: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    # Counts every status and progress change: the id of the live event stream's events.
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (
         Index("ix_jobs_owner_created", "owner", "created_at"),
@@ -112,6 +117,50 @@ class WorkerRow(Base):
     heartbeat_at: Mapped[float] = mapped_column(Float, index=True)
 
 
+class OutboxRow(Base):
+    """One webhook delivery: an event for one target, written with the change that caused it."""
+
+    __tablename__ = "webhook_outbox"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the `webhook-id`
+    event_id: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str] = mapped_column(String(64), index=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(String(16))  # which secret signs it: global | key
+    checked: Mapped[bool] = mapped_column(Boolean)  # a client's URL: the SSRF rules apply
+    body: Mapped[str] = mapped_column(Text)
+    # pending, delivered, gone (the receiver answered 410) or failed (retries ran out).
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Float)
+    next_attempt_at: Mapped[float] = mapped_column(Float)
+    last_attempt_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (Index("ix_webhook_outbox_due", "state", "next_attempt_at"),)
+
+
+class UsageRow(Base):
+    """Seconds of video one completed job made, kept after the job is deleted."""
+
+    __tablename__ = "usage"
+
+    job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(128))
+    size: Mapped[str] = mapped_column(String(32))
+    day: Mapped[str] = mapped_column(String(10))  # UTC, YYYY-MM-DD
+    seconds: Mapped[float] = mapped_column(Float)
+    completed_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        Index("ix_usage_owner_day", "owner", "day"),
+        Index("ix_usage_day", "day"),
+    )
+
+
 # Execution option of the write transactions (see `writer`).
 WRITE = "wanserve_write"
 # Arbitrary but fixed: the PostgreSQL advisory lock held while the schema is migrated.
@@ -142,6 +191,8 @@ def job_from_row(row: JobRow) -> Job:
         remixed_from=row.remixed_from,
         source_api=row.source_api,
         route=row.route,
+        webhooks=list(row.webhooks or []),
+        version=row.version or 0,
     )
 
 
@@ -164,6 +215,8 @@ def new_job_row(job: Job) -> JobRow:
         created_at=job.created_at,
         attempts=0,
         remixed_from=job.remixed_from,
+        webhooks=list(job.webhooks) or None,
+        version=0,
     )
 
 

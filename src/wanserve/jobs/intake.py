@@ -32,6 +32,7 @@ from wanserve.errors import (
 from wanserve.jobs.model import Job, JobSpec, JobStatus, MediaRef
 from wanserve.jobs.queue import DatabaseQueue, JobQueue
 from wanserve.jobs.store import JobStore
+from wanserve.jobs.webhooks import WebhookConfig
 from wanserve.media.fetch import MediaFetcher
 from wanserve.media.probe import probe_audio, probe_image
 from wanserve.render.geometry import tier_size
@@ -65,6 +66,7 @@ class CreateRequest:
     prompt_extend: bool = True
     watermark: bool = False
     seed: int | None = None
+    webhook_url: str | None = None  # the client's own endpoint for this job's events
 
     def fingerprint(self) -> str:
         """A digest of the request, to tell an idempotent retry from a different request."""
@@ -118,6 +120,7 @@ class Intake:
         self.registry = registry
         self.fetcher = fetcher
         self.queue = queue or DatabaseQueue()
+        self.webhooks = WebhookConfig(settings)
 
     async def submit(
         self,
@@ -137,6 +140,8 @@ class Intake:
             if earlier is not None:
                 return earlier
         check_media_set(request.media)
+        if request.webhook_url is not None:
+            await self._check_webhook(request.webhook_url, owner)
         blobs = await asyncio.gather(*(self._bytes_of(item) for item in request.media))
         job_id = new_job_id()
         refs = await to_thread.run_sync(self._check_and_store, job_id, request.media, blobs)
@@ -164,6 +169,7 @@ class Intake:
             media=refs,
             created_at=self.store.clock(),
             source_api=source_api,
+            webhooks=self.webhooks.targets(owner, request.webhook_url),
         )
         idempotency = (idempotency_key, fingerprint) if idempotency_key else None
         return await to_thread.run_sync(self._create, job, idempotency)
@@ -195,6 +201,16 @@ class Intake:
         with contextlib.suppress(StoreUnavailable):
             if self.store.get(job_id) is None:
                 self.storage.delete_prefix(job_prefix(job_id))
+
+    async def _check_webhook(self, url: str, owner: str) -> None:
+        """A client's `webhook_url` must be signable and pass the media SSRF rules."""
+        if not self.webhooks.can_sign(owner):
+            raise InvalidRequest(
+                "webhook_url needs a webhook secret on this server (WANSERVE_WEBHOOK_SECRET).",
+                code="webhooks_not_configured",
+                param="webhook_url",
+            )
+        await self.fetcher.check(url, what="the webhook URL", param="webhook_url")
 
     async def _bytes_of(self, item: MediaSource) -> bytes:
         # Uploads are size-checked with everything else by the probe in `_check_and_store`.
@@ -280,6 +296,7 @@ class Intake:
             created_at=self.store.clock(),
             remixed_from=source.id,
             source_api=source.source_api,
+            webhooks=self.webhooks.targets(source.owner),
         )
         logger.info("job %s: a remix of %s", job.id, source.id)
         return self._create(job)

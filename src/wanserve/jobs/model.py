@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from wanserve.errors import Conflict
+
+
+def owner_of(key: str) -> str:
+    """A stable, non-reversible owner id for an API key (keys are never stored)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 class JobStatus(StrEnum):
@@ -143,6 +149,9 @@ class Job:
     source_api: str = "openai"  # which API family created it
     # The served model whose workers run it: `model` unless it overflowed to another one.
     route: str = ""
+    # Webhook targets recorded at create: [{"url", "secret": "global"|"key", "checked"}].
+    webhooks: list[dict[str, Any]] = field(default_factory=list)
+    version: int = 0  # counts status and progress changes (the event stream's ids)
 
     def __post_init__(self) -> None:
         if not self.route:

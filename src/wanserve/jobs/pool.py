@@ -77,7 +77,7 @@ class WorkerPool:
         gpus = self.settings.gpus[index] if self.settings.gpus else None
         process = self._context.Process(
             target=worker_main,
-            args=(self.settings.model_dump_json(), gpus),
+            args=(self.settings.to_json(), gpus),
             name=f"wanserve-worker-gpu{gpus}" if gpus else "wanserve-worker",
         )
         process.start()

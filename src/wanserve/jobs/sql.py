@@ -13,21 +13,25 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from wanserve.errors import StoreUnavailable
-from wanserve.jobs.db import JobRow, make_engine, migrate, writer
+from wanserve.jobs.db import JobRow, UsageRow, make_engine, migrate, writer
 from wanserve.jobs.model import JobStatus, check_transition
+from wanserve.jobs.webhooks import events_for
 
 logger = logging.getLogger(__name__)
 
+# The PostgreSQL channel a job's id is sent on at each status or progress change.
+CHANGES_CHANNEL = "wanserve_jobs"
 # Below this much free space the SQLite database's disk counts as full (readiness).
 MIN_FREE_BYTES = 1024 * 1024
 
@@ -47,6 +51,22 @@ def outage_as_unavailable() -> Iterator[None]:
         if not exc.connection_invalidated:
             raise
         raise _unavailable(exc) from exc
+
+
+def usage_of(row: JobRow, completed_at: float) -> UsageRow:
+    """The usage record of a job that just completed: seconds made, by key, model, size, day."""
+    duration = (row.result or {}).get("duration")
+    seconds = float(duration) if duration is not None else float(row.spec.get("seconds", 0))
+    day = datetime.fromtimestamp(completed_at, UTC).strftime("%Y-%m-%d")
+    return UsageRow(
+        job_id=row.id,
+        owner=row.owner,
+        model=row.model,
+        size=str(row.spec.get("size", "")),
+        day=day,
+        seconds=seconds,
+        completed_at=completed_at,
+    )
 
 
 def _unavailable(exc: Exception) -> StoreUnavailable:
@@ -97,15 +117,22 @@ class JobRows:
         with outage_as_unavailable(), self.engine.connect() as connection:
             yield connection
 
-    def _update(self, *guard: Any, **values: Any) -> bool:
+    def _update(self, *guard: Any, changed: str | None = None, **values: Any) -> bool:
         """One compare-and-set UPDATE of a single job row; True when it matched.
 
         Never a status: those go through `_apply`, which checks the transition table.
+        `changed` (a job id) marks a change clients watch (progress): the job's version
+        is counted up and listeners told, in the same transaction.
         """
         assert "status" not in values, "status changes go through _apply"
+        if changed is not None:
+            values["version"] = JobRow.version + 1
         with self._write() as session:
             result = session.execute(update(JobRow).where(*guard).values(**values))
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+            matched = bool(result.rowcount == 1)  # type: ignore[attr-defined]
+            if matched and changed is not None:
+                self._announce(session, changed)
+        return matched
 
     def _apply(
         self, job_id: str, current: JobStatus, target: JobStatus, *guard: Any, **values: Any
@@ -121,9 +148,34 @@ class JobRows:
             result = session.execute(
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.status == current.value, *guard)
-                .values(status=target.value, **values)
+                .values(status=target.value, version=JobRow.version + 1, **values)
             )
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+            moved = bool(result.rowcount == 1)  # type: ignore[attr-defined]
+            if moved:
+                self._record_move(session, job_id, target)
+        return moved
+
+    def _record_move(self, session: Session, job_id: str, target: JobStatus) -> None:
+        """What a status change writes besides the job, in its transaction (all or nothing).
+
+        A terminal change writes the job's webhook deliveries to the outbox and, for a
+        completed job, its usage; every change tells the event streams' listeners.
+        """
+        if target.is_finished:
+            row = session.get(JobRow, job_id)
+            assert row is not None
+            now = row.completed_at if row.completed_at is not None else self.clock()
+            session.add_all(
+                events_for(row.id, row.owner, list(row.webhooks or []), target, now, row.error_code)
+            )
+            if target is JobStatus.COMPLETED:
+                session.merge(usage_of(row, now))
+        self._announce(session, job_id)
+
+    def _announce(self, session: Session, job_id: str) -> None:
+        """Tell other processes' event streams that `job_id` changed (at commit)."""
+        if self.engine.dialect.name == "postgresql":
+            session.execute(select(func.pg_notify(CHANGES_CHANNEL, job_id)))
 
     def _holds(self, job_id: str, worker_id: str, status: JobStatus) -> bool:
         """Whether `worker_id` holds the job in `status`: an earlier try of ours went through.

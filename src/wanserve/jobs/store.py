@@ -295,6 +295,7 @@ class JobStore(QueueDeadlines):
             JobRow.id == job_id,
             JobRow.status == JobStatus.IN_PROGRESS.value,
             JobRow.progress < progress,
+            changed=job_id,
             progress=progress,
         )
 

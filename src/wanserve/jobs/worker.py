@@ -28,6 +28,7 @@ from wanserve.errors import (
 )
 from wanserve.jobs.backoff import Backoff, persist
 from wanserve.jobs.context import JobContext, WorkerStopping
+from wanserve.jobs.delivery import Dispatcher
 from wanserve.jobs.fleet import Fleet, WorkerInfo, describe_device
 from wanserve.jobs.maintenance import Maintenance
 from wanserve.jobs.model import ErrorCode, Job, JobStatus, MediaRef
@@ -74,6 +75,7 @@ class Worker:
         self.clock = store.clock
         self.maintenance = Maintenance(settings, store, storage, self.queue, self.routes)
         self.fleet = Fleet(store.engine, clock=store.clock)
+        self.dispatcher = Dispatcher.from_settings(settings, store.engine, store.clock)
         self._started_at = self.clock()
 
     def consume(self) -> None:
@@ -85,12 +87,18 @@ class Worker:
         logger.info("worker %s serves %s", self.worker_id, ", ".join(self.routes))
         keeper = threading.Thread(target=self._keep_fleet, name="fleet", daemon=True)
         keeper.start()
+        # Webhooks go out from every worker (a claim per row keeps each send to one).
+        sender = threading.Thread(
+            target=self.dispatcher.run, args=(self.stopping,), name="webhooks", daemon=True
+        )
+        sender.start()
         try:
             self.registry.warm_up(self.warm_models(), stopping=self.stopping)
             self.queue.consume(self)
         finally:
             self.stopping.set()
             keeper.join()
+            sender.join()
             with contextlib.suppress(StoreUnavailable):
                 self.fleet.leave(self.worker_id)
 

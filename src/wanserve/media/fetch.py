@@ -16,7 +16,8 @@ import logging
 import re
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, unquote_to_bytes, urljoin, urlsplit, urlunsplit
 
@@ -205,33 +206,67 @@ class MediaFetcher:
             raise failed
         return addresses
 
-    async def _request(
-        self, target: _Target, addresses: list[IPAddress], *, max_bytes: int, param: str
-    ) -> bytes | str:
-        """The body of a 2xx answer, or the absolute URL a redirect points to."""
-        backend = _PinnedBackend(target.connect_host, addresses, self._network_backend)
-        url = httpcore.URL(
+    async def check(self, url: str, *, what: str, param: str) -> None:
+        """Raise `MediaError` (naming `param`) unless `url` is an http(s) URL we may reach."""
+        target = _parse_http_url(url.strip(), what=what, param=param)
+        await self._checked_addresses(target, url, what=what, param=param)
+
+    async def post(
+        self, url: str, body: bytes, headers: Mapping[str, str], *, what: str, param: str
+    ) -> int:
+        """POST `body` to `url` under the same checks and pinning; the answer's status.
+
+        Redirects are not followed (a 3xx is returned like any status); the whole exchange
+        is bounded by the total time-out.
+        """
+        try:
+            with anyio.fail_after(self._total_timeout):
+                target = _parse_http_url(url.strip(), what=what, param=param)
+                addresses = await self._checked_addresses(target, url, what=what, param=param)
+                request_headers = [
+                    (b"Host", target.host_header.encode("ascii")),
+                    (b"User-Agent", b"wanserve-webhooks"),
+                    *((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
+                ]
+                async with self._pool(target, addresses, param) as pool:
+                    response = await pool.request(
+                        "POST",
+                        self._url(target),
+                        headers=request_headers,
+                        content=body,
+                        extensions={"timeout": self._timeouts()},
+                    )
+                    return response.status
+        except TimeoutError:
+            raise _timeout_error(self._total_timeout, param, "posting to") from None
+
+    def _url(self, target: _Target) -> httpcore.URL:
+        return httpcore.URL(
             scheme=target.scheme.encode(),
             host=target.connect_host.encode(),
             port=target.port,
             target=target.path.encode("ascii"),
         )
-        timeouts = {
+
+    def _timeouts(self) -> dict[str, float]:
+        return {
             "connect": self._connect_timeout,
             "read": self._total_timeout,
             "write": self._total_timeout,
             "pool": self._total_timeout,
         }
+
+    @asynccontextmanager
+    async def _pool(
+        self, target: _Target, addresses: list[IPAddress], param: str
+    ) -> AsyncIterator[httpcore.AsyncConnectionPool]:
+        """A one-connection pool that dials only `addresses`; network failures as `MediaError`."""
+        backend = _PinnedBackend(target.connect_host, addresses, self._network_backend)
         try:
-            async with (
-                httpcore.AsyncConnectionPool(
-                    ssl_context=self._ssl_context, max_connections=1, network_backend=backend
-                ) as pool,
-                pool.stream(
-                    "GET", url, headers=_request_headers(target), extensions={"timeout": timeouts}
-                ) as response,
-            ):
-                return await _read_response(response, target, max_bytes=max_bytes, param=param)
+            async with httpcore.AsyncConnectionPool(
+                ssl_context=self._ssl_context, max_connections=1, network_backend=backend
+            ) as pool:
+                yield pool
         except httpcore.ConnectTimeout:
             raise _timeout_error(self._connect_timeout, param, "connecting to") from None
         except httpcore.TimeoutException:
@@ -242,6 +277,21 @@ class MediaFetcher:
                 code="media_fetch_failed",
                 param=param,
             ) from None
+
+    async def _request(
+        self, target: _Target, addresses: list[IPAddress], *, max_bytes: int, param: str
+    ) -> bytes | str:
+        """The body of a 2xx answer, or the absolute URL a redirect points to."""
+        async with (
+            self._pool(target, addresses, param) as pool,
+            pool.stream(
+                "GET",
+                self._url(target),
+                headers=_request_headers(target),
+                extensions={"timeout": self._timeouts()},
+            ) as response,
+        ):
+            return await _read_response(response, target, max_bytes=max_bytes, param=param)
 
 
 async def _read_response(
