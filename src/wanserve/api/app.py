@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
 from wanserve import __version__
 from wanserve.api.auth import KeyCheck
@@ -20,6 +18,7 @@ from wanserve.api.quota import CreateQuota
 from wanserve.api.routes import dashscope, playground, system, videos
 from wanserve.api.services import Services
 from wanserve.api.signing import UrlSigner
+from wanserve.api.timing import RequestTimer
 from wanserve.engines.registry import EngineRegistry
 from wanserve.jobs.fleet import Fleet
 from wanserve.jobs.intake import Intake
@@ -107,18 +106,8 @@ def create_app(
     app.include_router(playground.router)
     app.mount("/static", playground.static_files(), name="static")
 
-    @app.middleware("http")
-    async def time_requests(request: Request, call_next: Any) -> Any:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        # The route template, not the path: ids would make one series per job.
-        template = getattr(route, "path", "unmatched")
-        app.state.services.metrics.requests.labels(
-            request.method, template, str(response.status_code)
-        ).observe(time.perf_counter() - started)
-        return response
-
+    # Plain ASGI middleware only (see `RequestTimer`); the last added runs first.
+    app.add_middleware(RequestTimer, histogram=app.state.services.metrics.requests)
     app.add_middleware(
         BodyLimit,
         json_limit=settings.max_json_body,

@@ -9,6 +9,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from wanserve.api.errors import domain_error_response
 from wanserve.errors import PayloadTooLarge, RequestTimeout, WanserveError
 
+# Methods whose requests carry no body unless they say so (a length, or chunked).
+BODILESS = frozenset({"GET", "HEAD"})
+
 
 class BodyLimit:
     """ASGI middleware: 413 for bodies over the limit of their content type, 408 for
@@ -29,8 +32,7 @@ class BodyLimit:
         self.multipart_limit = multipart_limit
         self.read_timeout = read_timeout
 
-    def _limit_for(self, scope: Scope) -> int:
-        headers = dict(scope.get("headers") or [])
+    def _limit_for(self, headers: dict[bytes, bytes]) -> int:
         content_type = headers.get(b"content-type", b"").decode("latin-1").lower()
         return self.multipart_limit if content_type.startswith("multipart/") else self.json_limit
 
@@ -38,9 +40,18 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self._limit_for(scope)
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
+        if (
+            scope["method"] in BODILESS
+            and declared in (None, b"0")
+            and b"transfer-encoding" not in headers
+        ):
+            # No body (HTTP/1.1 has one only with a length or chunked): nothing to count
+            # or time, so a poll skips the guard around every receive and send.
+            await self.app(scope, receive, send)
+            return
+        limit = self._limit_for(headers)
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _refuse(scope, receive, send, PayloadTooLarge(_message(limit)))
             return

@@ -5,11 +5,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Annotated
 
 from fastapi import Depends, Request
 
-from wanserve.api.services import caller
+from wanserve.api.services import Owner
 from wanserve.errors import RateLimited, TooManyUnfinished
 from wanserve.jobs.store import JobStore
 from wanserve.settings import Settings
@@ -84,7 +83,7 @@ class CreateQuota:
             raise TooManyUnfinished(self.max_unfinished)
 
 
-def create_quota(request: Request, owner: Annotated[str, Depends(caller)]) -> None:
+def create_quota(request: Request, owner: Owner) -> None:
     """FastAPI dependency of create routes: enforce the caller's `CreateQuota`."""
     quota: CreateQuota = request.app.state.create_quota
     quota.check(owner)

@@ -163,12 +163,17 @@ class UsageRow(Base):
 
 # Execution option of the write transactions (see `writer`).
 WRITE = "wanserve_write"
+# Execution option of reads that are one statement (see `single_reads`).
+SINGLE = "wanserve_single"
+# SQLite connections kept open: as many as the API's thread pool (anyio's 40) runs at
+# once, so a burst of requests reuses them instead of opening (and tuning) new ones.
+SQLITE_POOL = 40
 # Arbitrary but fixed: the PostgreSQL advisory lock held while the schema is migrated.
 MIGRATION_LOCK = 0x77616E7365727665  # "wanserve"
 
 
-def job_from_row(row: JobRow) -> Job:
-    """The job record a row holds."""
+def job_from_row(row: Any) -> Job:
+    """The job record a row holds: a `JobRow`, or a Core row of the jobs table's columns."""
     return Job(
         id=row.id,
         owner=row.owner,
@@ -252,17 +257,25 @@ def _use_wal(cursor: Any) -> None:
 def _begin_sqlite(connection: Connection) -> None:
     # A write transaction takes the database's write lock at BEGIN, waiting its turn:
     # what it reads is then still true when it writes (admission, idempotency, migrations).
-    immediate = connection.get_execution_options().get(WRITE, False)
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    options = connection.get_execution_options()
+    if options.get(SINGLE, False):
+        # One SELECT is its own snapshot: sqlite3 runs it in autocommit mode, and the
+        # BEGIN and ROLLBACK around it would double what a poll costs.
+        return
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if options.get(WRITE, False) else "BEGIN")
 
 
 def make_engine(url: str) -> Engine:
     """A SQLAlchemy engine for `url`, tuned for SQLite when that is what it is."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
+        pool: dict[str, Any] = {}
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+            pool = {"pool_size": SQLITE_POOL, "max_overflow": SQLITE_POOL}
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, **pool
+        )
         event.listen(engine, "connect", _tune_sqlite)
         event.listen(engine, "begin", _begin_sqlite)
         return engine
@@ -278,6 +291,11 @@ def make_engine(url: str) -> Engine:
 def writer(engine: Engine) -> Engine:
     """The same engine, its transactions marked as writes (IMMEDIATE on SQLite)."""
     return engine.execution_options(**{WRITE: True})
+
+
+def single_reads(engine: Engine) -> Engine:
+    """The same engine for reads of one statement (no BEGIN of their own on SQLite)."""
+    return engine.execution_options(**{SINGLE: True})
 
 
 def migrate(engine: Engine) -> None:

@@ -24,7 +24,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from wanserve.errors import StoreUnavailable
-from wanserve.jobs.db import JobRow, UsageRow, make_engine, migrate, writer
+from wanserve.jobs.db import JobRow, UsageRow, make_engine, migrate, single_reads, writer
 from wanserve.jobs.model import JobStatus, check_transition
 from wanserve.jobs.webhooks import events_for
 
@@ -93,6 +93,10 @@ class JobRows:
         self.clock = clock
         self._reads = sessionmaker(engine, expire_on_commit=False)
         self._writes = sessionmaker(writer(engine), expire_on_commit=False)
+        self._single = single_reads(engine)
+        # A SQLite read is a local file read (WAL: it never waits for a writer) that takes
+        # less time than handing it to a thread and back; a server's may wait on the network.
+        self.reads_inline = engine.dialect.name == "sqlite"
 
     @classmethod
     def open(cls, url: str, *, clock: Callable[[], float] = time.time) -> Self:
@@ -115,6 +119,12 @@ class JobRows:
     @contextmanager
     def _connect(self) -> Iterator[Connection]:
         with outage_as_unavailable(), self.engine.connect() as connection:
+            yield connection
+
+    @contextmanager
+    def _connect_single(self) -> Iterator[Connection]:
+        """A connection for one SELECT (its own snapshot, so no transaction around it)."""
+        with outage_as_unavailable(), self._single.connect() as connection:
             yield connection
 
     def _update(self, *guard: Any, changed: str | None = None, **values: Any) -> bool:

@@ -15,7 +15,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import and_, bindparam, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from wanserve.errors import Conflict, InvalidRequest, TooManyUnfinished
@@ -29,6 +29,11 @@ UNFINISHED = (JobStatus.QUEUED, JobStatus.IN_PROGRESS)
 Jobs = list[Job]
 JobIds = list[str]
 Statuses = list[JobStatus]
+
+JOBS = JobRow.__table__
+# Core statements on the table, not ORM loads: a poll reads one row and needs no
+# identity map, and a statement built once skips the cost of putting it together.
+JOB_BY_ID = select(JOBS).where(JOBS.c.id == bindparam("job_id"))
 
 
 class JobStore(QueueDeadlines):
@@ -115,11 +120,11 @@ class JobStore(QueueDeadlines):
 
     def get(self, job_id: str, owner: str | None = None) -> Job | None:
         """The job, or None; with `owner`, other owners' jobs are None too."""
-        with self._read() as session:
-            row = session.get(JobRow, job_id)
-            if row is None or (owner is not None and row.owner != owner):
-                return None
-            return job_from_row(row)
+        with self._connect_single() as connection:
+            row = connection.execute(JOB_BY_ID, {"job_id": job_id}).first()
+        if row is None or (owner is not None and row.owner != owner):
+            return None
+        return job_from_row(row)
 
     def status_of(self, job_id: str) -> JobStatus | None:
         """Just the status (None once deleted); cheap enough for frequent cancel checks."""
@@ -146,11 +151,11 @@ class JobStore(QueueDeadlines):
 
         `after` is a job id of this owner: the page starts right after it in `order`.
         """
-        with self._read() as session:
-            query = select(JobRow).where(JobRow.owner == owner)
+        with self._connect() as connection:
+            query = select(JOBS).where(JobRow.owner == owner)
             newest_first = order == "desc"
             if after is not None:
-                anchor = session.get(JobRow, after)
+                anchor = connection.execute(JOB_BY_ID, {"job_id": after}).first()
                 if anchor is None or anchor.owner != owner:
                     raise InvalidRequest(f"No video found with id '{after}'.", param="after")
                 key = (JobRow.created_at, JobRow.id)
@@ -163,8 +168,8 @@ class JobStore(QueueDeadlines):
                 query = query.order_by(JobRow.created_at.desc(), JobRow.id.desc())
             else:
                 query = query.order_by(JobRow.created_at.asc(), JobRow.id.asc())
-            rows = session.scalars(query.offset(offset).limit(limit + 1)).all()
-            return [job_from_row(r) for r in rows[:limit]], len(rows) > limit
+            rows = connection.execute(query.offset(offset).limit(limit + 1)).all()
+        return [job_from_row(r) for r in rows[:limit]], len(rows) > limit
 
     def count(
         self,

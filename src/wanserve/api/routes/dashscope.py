@@ -31,7 +31,7 @@ from wanserve.api.dashscope_schemas import (
 from wanserve.api.fields import IdempotencyKey, ResourceId, Text
 from wanserve.api.forms import parse_json_body
 from wanserve.api.quota import CreateQuotaCheck
-from wanserve.api.services import Services, caller, services
+from wanserve.api.services import Owner, Services, Svc, store_read
 from wanserve.api.views import base_url, video_url
 from wanserve.errors import Conflict, InvalidRequest, NotFound
 from wanserve.jobs.lifecycle import cancel_job
@@ -53,8 +53,6 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 router = APIRouter(prefix="/api/v1", tags=["dashscope"], responses=_errors(400, 401, 404))
 
-Owner = Annotated[str, Depends(caller)]
-Svc = Annotated[Services, Depends(services)]
 
 DASHSCOPE_STATUS: dict[JobStatus, TaskStatus] = {
     JobStatus.QUEUED: "PENDING",
@@ -100,7 +98,10 @@ def _require_async(
 
 
 def _task_or_404(svc: Services, task_id: str, owner: str) -> Job:
-    job = svc.store.get(task_id, owner)
+    return _found(svc.store.get(task_id, owner), task_id)
+
+
+def _found(job: Job | None, task_id: str) -> Job:
     if job is None:
         raise NotFound(f"No task found with id '{task_id}'.", param="task_id")
     return job
@@ -180,10 +181,12 @@ async def create_task(
     return CreatedTask(request_id=_request_id(), output=output)
 
 
+# `async def` like the OpenAI polls (see `store_read`): DashScope's `wait` polls here.
 @router.get("/tasks/{task_id}", response_model=TaskAnswer, response_model_exclude_none=True)
-def fetch_task(task_id: ResourceId, request: Request, svc: Svc, owner: Owner) -> TaskAnswer:
+async def fetch_task(task_id: ResourceId, request: Request, svc: Svc, owner: Owner) -> TaskAnswer:
     """The task: status, times, and on success the video URL, prompts and usage."""
-    return _answer(request, svc, _task_or_404(svc, task_id, owner))
+    job = _found(await store_read(svc, svc.store.get, task_id, owner), task_id)
+    return _answer(request, svc, job)
 
 
 @router.post("/tasks/{task_id}/cancel", response_model=TaskAnswer, response_model_exclude_none=True)

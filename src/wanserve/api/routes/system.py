@@ -4,25 +4,23 @@ from __future__ import annotations
 
 import errno
 import time
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from wanserve.api.auth import bearer_matches, require_admin
 from wanserve.api.schemas import ErrorBody, ModelList, ModelObject, WorkerList, WorkerObject
-from wanserve.api.services import Services, caller, services
+from wanserve.api.services import Owner, Services, Svc
 from wanserve.errors import StoreUnavailable, Unauthorized, Unavailable
 from wanserve.jobs.fleet import unserved
 
 router = APIRouter()
-Svc = Annotated[Services, Depends(services)]
 STARTED = int(time.time())
 
 
 @router.get("/v1/models", response_model=ModelList, tags=["models"])
-def list_models(svc: Svc, _owner: Annotated[str, Depends(caller)]) -> ModelList:
+def list_models(svc: Svc, _owner: Owner) -> ModelList:
     """The served model names, in OpenAI's shape."""
     return ModelList(
         data=[

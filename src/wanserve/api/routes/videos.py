@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
 from wanserve.api.fields import IdempotencyKey, ResourceId, Text
@@ -20,7 +20,7 @@ from wanserve.api.schemas import (
     VideoList,
     VideoObject,
 )
-from wanserve.api.services import Services, caller, services
+from wanserve.api.services import Owner, Services, Svc, caller, store_read
 from wanserve.api.views import base_url, video_object
 from wanserve.errors import InvalidRequest, NotFound
 from wanserve.jobs.intake import MediaSource
@@ -45,9 +45,6 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 CREATE_ERRORS = _errors(413, 429)
 
 router = APIRouter(prefix="/v1", tags=["videos"], responses=_errors(400, 401, 404))
-
-Owner = Annotated[str, Depends(caller)]
-Svc = Annotated[Services, Depends(services)]
 
 CREATE_BODY_DOC: dict[str, Any] = {
     "requestBody": {
@@ -78,13 +75,16 @@ CREATE_BODY_DOC: dict[str, Any] = {
 }
 
 
-def _job_or_404(svc: Services, video_id: str, owner: str | None) -> Job:
-    job = svc.store.get(video_id, owner)
+def _found(job: Job | None, video_id: str) -> Job:
     if job is None:
         raise NotFound(
             f"No video found with id '{video_id}'.", code="video_not_found", param="video_id"
         )
     return job
+
+
+def _job_or_404(svc: Services, video_id: str, owner: str | None) -> Job:
+    return _found(svc.store.get(video_id, owner), video_id)
 
 
 def _answer(request: Request, response: Response, svc: Services, job: Job) -> VideoObject:
@@ -131,16 +131,19 @@ async def create_video(
     return _answer(request, response, svc, job)
 
 
+# The polling routes are `async def` (see `store_read`): every poll of every client
+# lands here, and a thread hop costs more than a SQLite read.
 @router.get("/videos/{video_id}", response_model=VideoObject)
-def retrieve_video(
+async def retrieve_video(
     video_id: ResourceId, request: Request, response: Response, svc: Svc, owner: Owner
 ) -> VideoObject:
     """The video object."""
-    return _answer(request, response, svc, _job_or_404(svc, video_id, owner))
+    job = _found(await store_read(svc, svc.store.get, video_id, owner), video_id)
+    return _answer(request, response, svc, job)
 
 
 @router.get("/videos", response_model=VideoList)
-def list_videos(
+async def list_videos(
     request: Request,
     svc: Svc,
     owner: Owner,
@@ -149,7 +152,9 @@ def list_videos(
     order: Literal["asc", "desc"] = "desc",
 ) -> VideoList:
     """The caller's videos, newest first by default, with cursor pagination."""
-    jobs, has_more = svc.store.list(owner, limit=limit, after=after, order=order)
+    jobs, has_more = await store_read(
+        svc, svc.store.list, owner, limit=limit, after=after, order=order
+    )
     root = base_url(request, svc.settings)
     data = [video_object(j, root, svc) for j in jobs]
     return VideoList(
