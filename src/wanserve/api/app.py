@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from wanserve import __version__
 from wanserve.api.auth import KeyCheck
+from wanserve.api.conditional import ConditionalGet
 from wanserve.api.errors import install_error_handlers
 from wanserve.api.limits import BodyLimit
 from wanserve.api.metrics import Metrics
@@ -107,6 +108,7 @@ def create_app(
     app.mount("/static", playground.static_files(), name="static")
 
     # Plain ASGI middleware only (see `RequestTimer`); the last added runs first.
+    app.add_middleware(ConditionalGet, routes=videos.CONDITIONAL_ROUTES)
     app.add_middleware(RequestTimer, histogram=app.state.services.metrics.requests)
     app.add_middleware(
         BodyLimit,

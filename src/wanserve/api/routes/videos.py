@@ -8,6 +8,7 @@ from anyio import to_thread
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
+from wanserve.api.conditional import none_match
 from wanserve.api.fields import IdempotencyKey, ResourceId, Text
 from wanserve.api.forms import create_request_from, parse_json_body, read_form
 from wanserve.api.quota import CreateQuotaCheck
@@ -142,6 +143,14 @@ async def retrieve_video(
     return _answer(request, response, svc, job)
 
 
+# HEAD answers the headers of a GET (uvicorn sends no body); kept out of the schema.
+router.add_api_route(
+    "/videos/{video_id}", retrieve_video, methods=["HEAD"], include_in_schema=False
+)
+# The answers `ConditionalGet` tags with an ETag (a 304 for a matching If-None-Match).
+CONDITIONAL_ROUTES = frozenset({router.prefix + "/videos/{video_id}"})
+
+
 @router.get("/videos", response_model=VideoList)
 async def list_videos(
     request: Request,
@@ -207,11 +216,15 @@ def download_content(
     path = svc.storage.local_path(key)
     if path is not None:
         try:
-            return ranged_file(
+            answer = ranged_file(
                 request.headers, path, media_type=media_type, filename=f"{video_id}-{filename}"
             )
         except FileNotFoundError:
             raise gone from None
+        etag = answer.headers.get("etag")
+        if none_match(request.headers, etag):
+            return Response(status_code=304, headers={"etag": etag or ""})
+        return answer
     if "range" in request.headers and "if-range" not in request.headers:
         # The bucket serves the bytes, but an unsatisfiable range is answered here, in our
         # error shape, as for local files; one we would ignore goes on to the bucket, which
