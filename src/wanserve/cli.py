@@ -12,6 +12,7 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from wanserve.logs import configure_logging
@@ -42,7 +43,7 @@ def serve(args: argparse.Namespace) -> int:
     logger.info(
         "serving on http://%s:%d (data in %s)", args.host, args.port, settings.data_dir.resolve()
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
@@ -52,6 +53,17 @@ def serve(args: argparse.Namespace) -> int:
         # long; then they are cancelled and the worker processes are stopped.
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
     )
+    server = uvicorn.Server(config)
+    handle_exit = server.handle_exit
+
+    def end_streams_then_exit(sig: int, frame: FrameType | None) -> None:
+        # uvicorn waits for open responses before shutting down: event streams, which
+        # never end by themselves, are ended first.
+        app.state.services.feed.close()
+        handle_exit(sig, frame)
+
+    server.handle_exit = end_streams_then_exit  # type: ignore[method-assign]
+    server.run()
     return 0
 
 

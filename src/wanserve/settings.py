@@ -133,6 +133,11 @@ class Settings(BaseSettings):
     webhook_first_retry: float = Field(default=5.0, gt=0)
     webhook_timeout: float = Field(default=10.0, gt=0)
 
+    # Live progress (`GET /v1/videos/{id}/events`): open streams per key in one API
+    # process, and seconds between heartbeat comments.
+    max_streams_per_key: int = Field(default=8, ge=1)
+    stream_heartbeat: float = Field(default=15.0, gt=0)
+
     _webhook_secret_format = field_validator("webhook_secret")(check_webhook_secret)
 
     @field_validator("api_keys", "media_allowed_hosts", "preload", "worker_models", mode="before")

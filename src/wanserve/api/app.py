@@ -16,7 +16,7 @@ from wanserve.api.limits import BodyLimit
 from wanserve.api.metrics import Metrics
 from wanserve.api.openapi import install_openapi
 from wanserve.api.quota import CreateQuota
-from wanserve.api.routes import dashscope, playground, system, videos
+from wanserve.api.routes import dashscope, events, playground, system, videos
 from wanserve.api.services import Services
 from wanserve.api.signing import UrlSigner
 from wanserve.api.timing import RequestTimer
@@ -27,6 +27,7 @@ from wanserve.jobs.pool import WorkerPool
 from wanserve.jobs.queue import JobQueue, open_queue
 from wanserve.jobs.runtime import open_store
 from wanserve.jobs.store import JobStore
+from wanserve.jobs.watch import ChangeFeed
 from wanserve.media.fetch import MediaFetcher
 from wanserve.settings import Settings
 from wanserve.storage import open_storage
@@ -64,6 +65,7 @@ def create_app(
     queue = queue or open_queue(settings)
     keys = KeyCheck(settings.api_keys)
     fleet = Fleet(store.engine, clock=store.clock)
+    feed = ChangeFeed(store, poll_interval=settings.poll_interval)
     worker_count = settings.workers if workers is None else workers
 
     @asynccontextmanager
@@ -76,6 +78,7 @@ def create_app(
         try:
             yield
         finally:
+            await feed.stop()
             if pool:
                 pool.stop(settings.shutdown_timeout)
             queue.close()
@@ -97,11 +100,14 @@ def create_app(
         signer=UrlSigner.from_settings(settings),
         metrics=Metrics(store, fleet, registry, settings.job_lease),
         fleet=fleet,
+        feed=feed,
     )
+    app.state.stream_slots = events.StreamSlots(settings.max_streams_per_key)
     app.state.create_quota = CreateQuota.from_settings(settings, store)
     install_error_handlers(app)
     install_openapi(app)
     app.include_router(videos.router)
+    app.include_router(events.router)
     app.include_router(system.router)
     app.include_router(dashscope.router)
     app.include_router(playground.router)

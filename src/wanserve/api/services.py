@@ -17,6 +17,7 @@ from wanserve.engines.registry import EngineRegistry
 from wanserve.jobs.fleet import Fleet
 from wanserve.jobs.intake import Intake
 from wanserve.jobs.store import JobStore
+from wanserve.jobs.watch import ChangeFeed
 from wanserve.settings import Settings
 from wanserve.storage.base import Storage
 
@@ -37,6 +38,7 @@ class Services:
     signer: UrlSigner | None
     metrics: Metrics
     fleet: Fleet
+    feed: ChangeFeed  # wakes the event streams when their job changes
 
 
 def services(request: Request) -> Services:
