@@ -54,10 +54,9 @@ class FlowInterpolator:
         self._work = (ww, max(MIN_WORK, round(self.height * ww / self.width)))
         gray0, gray1 = _gray(first, self._work), _gray(last, self._work)
         # 1. Global motion, kept only when reliable and not a no-op.
-        src, dst = _matches(gray0, gray1)
-        self.homography = _homography(src, dst, gray0.shape)
+        self.homography, src, dst = camera_motion(gray0, gray1)
         log = None if self.homography is None else _matrix_log(self.homography)
-        if log is None or _is_identity(self.homography, self._work):
+        if log is None:
             self.homography, log = None, np.zeros((3, 3))
         self._log = log
         self._h = np.eye(3) if self.homography is None else self.homography
@@ -97,6 +96,13 @@ class FlowInterpolator:
         aligned = cv2.perspectiveTransform(start, self._h)
         end = aligned + _sample(self._r01, aligned)
         return np.asarray((end - start) * self._scale)
+
+    def camera_at(self, t: float) -> np.ndarray:
+        """The camera's motion from frame 0 to time t: a 3x3 homography in input pixels."""
+        sx, sy = (float(v) for v in self._scale)
+        # Work pixel centres map to input pixel centres: full = (work + 0.5) * scale - 0.5.
+        to_full = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
+        return np.asarray(to_full @ _expm(t * self._log) @ np.linalg.inv(to_full))
 
     def frame_at(self, t: float) -> np.ndarray:
         """The in-between frame at time t in [0, 1], at the inputs' size."""
@@ -221,6 +227,18 @@ def _matches(gray0: np.ndarray, gray1: np.ndarray) -> tuple[np.ndarray, np.ndarr
     src = np.array([kp0[m.queryIdx].pt for m in good], dtype=np.float32).reshape(-1, 2)
     dst = np.array([kp1[m.trainIdx].pt for m in good], dtype=np.float32).reshape(-1, 2)
     return src, dst
+
+
+def camera_motion(
+    gray0: np.ndarray, gray1: np.ndarray
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """The camera's homography between two gray frames (None: no reliable, non-trivial one)
+    and the ORB matches it was fitted to (N x 2 points in frame 0 and in frame 1)."""
+    src, dst = _matches(gray0, gray1)
+    matrix = _homography(src, dst, gray0.shape)
+    if _is_identity(matrix, (gray0.shape[1], gray0.shape[0])):
+        matrix = None
+    return matrix, src, dst
 
 
 def _homography(src: np.ndarray, dst: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
