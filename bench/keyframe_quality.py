@@ -22,7 +22,7 @@ import numpy as np
 from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from wanserve.engines.flow import FlowInterpolator
+from wanserve.engines.keyframe import choose_motion
 
 MINTERPOLATE = "mi_mode=mci:mc_mode=aobmc:me_mode=bidir:vsbmc=1:scd=none:search_param=128"
 Clip = list[np.ndarray]
@@ -99,9 +99,9 @@ def object_clip(frames: int, size: tuple[int, int]) -> Clip:
 
 
 def flow_method(first: np.ndarray, last: np.ndarray, frames: int) -> Clip:
-    """The keyframe engine's interpolator."""
-    interpolator = FlowInterpolator(first, last)
-    return [interpolator.frame_at(i / (frames - 1)) for i in range(frames)]
+    """The keyframe engine's motion (layers, flow or fallback, as the engine chooses)."""
+    motion, _ = choose_motion(first, last, work_width=640, seed=0)
+    return [motion.frame_at(i / (frames - 1)) for i in range(frames)]
 
 
 def crossfade_method(first: np.ndarray, last: np.ndarray, frames: int) -> Clip:

@@ -1,9 +1,11 @@
 """The embedded CPU engine: motion from the first frame to the last, paced by the audio.
 
-When the two frames show the same scene, the in-betweens come from optical flow
-(`FlowInterpolator`); when they do not, a deliberate transition (slow push-in with an
-eased dissolve) stands in for motion that cannot be inferred. Frames are made one at a
-time as the encoder asks for them, so memory does not grow with the video's length.
+When the two frames show the same scene, objects that moved over it are cut out and
+carried along their paths as layers over a background plate (`find_layers`,
+`LayeredMotion`), and the rest comes from optical flow (`FlowInterpolator`); when they
+do not, a deliberate transition (slow push-in with an eased dissolve) stands in for
+motion that cannot be inferred. Frames are made one at a time as the encoder asks for
+them, so memory does not grow with the video's length.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import cv2
 import numpy as np
 
 from wanserve.engines.base import EngineContext, FrameStream, GenerationRequest
+from wanserve.engines.composite import LayeredMotion
 from wanserve.engines.flow import FlowInterpolator
 from wanserve.engines.frames import load_frame
+from wanserve.engines.layers import find_layers
 from wanserve.engines.pacing import loudness_envelope, paced_times
 from wanserve.settings import Settings
 
@@ -94,24 +98,17 @@ class KeyframeEngine:
         first = np.asarray(load_frame(request.first_frame.path, size, param="first_frame"))
         last = np.asarray(load_frame(request.last_frame.path, size, param="last_frame"))
         context.report_progress(0.01)
-        # 2. Motion: flow when the frames show one scene, otherwise the transition.
+        # 2. Motion: objects over their scene, flow, or (unrelated frames) the transition.
         context.raise_if_cancelled()
-        flow = FlowInterpolator(first, last, work_width=self.work_width)
-        motion: Motion = flow if flow.corresponds else PushDissolve(first, last, seed=request.seed)
+        motion, metadata = choose_motion(first, last, work_width=self.work_width, seed=request.seed)
         context.report_progress(0.03)
         # 3. Timing, paced by the audio when there is some.
         loudness = None
         if request.driving_audio is not None:
             loudness = loudness_envelope(request.driving_audio.path, FPS, frame_count)
         times = paced_times(frame_count, loudness)
-        metadata = {
-            "interpolation": "flow" if flow.corresponds else "fallback",
-            "flow_consistency": round(flow.consistency, 4),
-            "flow_residual": round(flow.residual, 4),
-            "global_motion": "none" if flow.homography is None else "homography",
-            "audio_paced": loudness is not None,
-            "work_width": self.work_width,
-        }
+        metadata["audio_paced"] = loudness is not None
+        metadata["work_width"] = self.work_width
         logger.info("job %s: keyframe motion %s", request.job_id, metadata)
         return FrameStream(
             fps=FPS,
@@ -131,6 +128,37 @@ def create_engine(settings: Settings, options: Mapping[str, Any]) -> KeyframeEng
     if work_width < MIN_WORK_WIDTH:
         raise ValueError(f"keyframe option work_width must be at least {MIN_WORK_WIDTH}")
     return KeyframeEngine(work_width=work_width)
+
+
+def choose_motion(
+    first: np.ndarray, last: np.ndarray, *, work_width: int, seed: int
+) -> tuple[Motion, dict[str, Any]]:
+    """The motion between two frames and what the job's metadata says about it.
+
+    Moving objects that can be matched become layers over a background plate; when
+    none can (or the plates do not show one scene), flow between the frames as they
+    are; when even those do not correspond, the push-and-dissolve transition.
+    """
+    scene = find_layers(first, last, work_width=work_width)
+    if scene is not None:
+        plates = FlowInterpolator(scene.plate0, scene.plate1, work_width=work_width)
+        if plates.corresponds:
+            objects = [layer.summary() for layer in scene.layers]
+            metadata = _flow_metadata(plates, "layers") | {"objects": objects}
+            return LayeredMotion(first, last, scene, plates), metadata
+    flow = FlowInterpolator(first, last, work_width=work_width)
+    if flow.corresponds:
+        return flow, _flow_metadata(flow, "flow") | {"objects": []}
+    return PushDissolve(first, last, seed=seed), _flow_metadata(flow, "fallback")
+
+
+def _flow_metadata(flow: FlowInterpolator, interpolation: str) -> dict[str, Any]:
+    return {
+        "interpolation": interpolation,
+        "flow_consistency": round(flow.consistency, 4),
+        "flow_residual": round(flow.residual, 4),
+        "global_motion": "none" if flow.homography is None else "homography",
+    }
 
 
 def _frames(motion: Motion, times: np.ndarray, context: EngineContext) -> Iterator[np.ndarray]:
