@@ -1,9 +1,11 @@
 """End-to-end render speed of the keyframe engine: 5 s at 720P and 1080P into an MP4.
 
 Run: .venv/bin/python bench/render.py [--seconds 5] [--presets veryfast,ultrafast]
+     [--scene pan|object]
 
 For each size the engine gets a first and a last frame made from a scikit-image photo
-(a camera pan with a slight zoom) and its stream goes through the real render pipeline
+(`pan`: a camera pan with a slight zoom; `object`: a cat crop travelling over a still
+photo, the layered in-betweening) and its stream goes through the real render pipeline
 (`render_frame_stream`: H.264 encode, thumbnail, spritesheet). Rows per preset:
   keyframe  engine set-up + frames + encode, wall seconds
   frames    the engine alone (frames made and dropped), to split the cost
@@ -71,6 +73,26 @@ def make_inputs(folder: Path, size: tuple[int, int]) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
+def make_object_inputs(folder: Path, size: tuple[int, int]) -> tuple[Path, Path]:
+    """First and last frame: the issue's cat (a photo crop, 300x200 at 720P) pasted over the
+    coffee photo at the left, then 750 px right and 250 px up (scaled with the size)."""
+    scale = size[0] / 1280
+    background = cv2.resize(data.coffee(), size, interpolation=cv2.INTER_AREA)
+    sprite = (round(300 * scale), round(200 * scale))
+    cat = cv2.resize(data.chelsea()[20:280, 60:420], sprite, interpolation=cv2.INTER_AREA)
+    paths = []
+    for name, (x, y) in (("first.png", (50, 450)), ("last.png", (800, 200))):
+        left, top = round(x * scale), round(y * scale)
+        view = background.copy()
+        view[top : top + sprite[1], left : left + sprite[0]] = cat
+        paths.append(folder / name)
+        Image.fromarray(view).save(paths[-1])
+    return paths[0], paths[1]
+
+
+SCENES = {"pan": make_inputs, "object": make_object_inputs}
+
+
 def request_for(first: Path, last: Path, size: tuple[int, int], seconds: int) -> GenerationRequest:
     """A keyframe request for the two inputs at `size`."""
     return GenerationRequest(
@@ -110,13 +132,15 @@ def timed_render(make_stream: Any, folder: Path, seconds: int, preset: str) -> t
     return time.perf_counter() - start, time.process_time() - cpu
 
 
-def run_size(label: str, size: tuple[int, int], seconds: int, presets: list[str]) -> None:
+def run_size(
+    label: str, size: tuple[int, int], seconds: int, presets: list[str], scene: str
+) -> None:
     """Print the rows of one output size."""
     engine = KeyframeEngine()
     count = seconds * FPS
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        first, last = make_inputs(folder, size)
+        first, last = SCENES[scene](folder, size)
         request = request_for(first, last, size, seconds)
         context = BenchContext(folder)
         start, cpu = time.perf_counter(), time.process_time()
@@ -149,12 +173,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--presets", default="veryfast,ultrafast")
+    parser.add_argument("--scene", choices=sorted(SCENES), default="pan")
     args = parser.parse_args()
     presets = [p for p in args.presets.split(",") if p]
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     print(f"{os.cpu_count()} CPUs, OpenCV threads {cv2.getNumThreads()}, load average {load}")
     for label, size in SIZES.items():
-        run_size(label, size, args.seconds, presets)
+        run_size(label, size, args.seconds, presets, args.scene)
 
 
 if __name__ == "__main__":
