@@ -130,3 +130,47 @@ class LogWatch(logging.Handler):
         """Wait until `n` were logged; False when `timeout` passed first."""
         with self._changed:
             return self._changed.wait_for(lambda: self.count >= n, timeout)
+
+
+def clip_bytes(
+    frames: list[np.ndarray],
+    fps: int = 24,
+    *,
+    container: str = "mp4",
+    codec: str = "libx264",
+    audio_freq: float | None = None,
+) -> bytes:
+    """Encode RGB frames as a video clip with PyAV (optionally with a sine-wave track)."""
+    out = io.BytesIO()
+    height, width = frames[0].shape[:2]
+    with av.open(out, "w", format=container) as muxer:
+        fast = {"libx264": {"preset": "ultrafast"}, "libvpx-vp9": {"deadline": "realtime"}}
+        video = muxer.add_stream(codec, rate=fps, options=fast.get(codec, {}))
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        audio = None
+        if audio_freq is not None:
+            audio = muxer.add_stream("aac", rate=48000)
+            audio.layout = "stereo"
+        for index, rgb in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = index
+            muxer.mux(video.encode(frame))
+        muxer.mux(video.encode(None))
+        if audio is not None:
+            samples = round(len(frames) / fps * 48000)
+            wave = np.sin(2 * np.pi * audio_freq * np.arange(samples) / 48000) * 0.4
+            for start in range(0, samples, 1024):
+                chunk = np.tile(wave[start : start + 1024].astype(np.float32), (2, 1))
+                piece = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
+                piece.sample_rate, piece.pts = 48000, start
+                muxer.mux(audio.encode(piece))
+            muxer.mux(audio.encode(None))
+    return out.getvalue()
+
+
+def pan_frames(count: int, width: int = 480, height: int = 360, step: int = 4) -> list[np.ndarray]:
+    """A camera panning right over a photograph, `step` pixels a frame."""
+    from skimage import data
+
+    photo = np.asarray(Image.fromarray(data.coffee()).resize((1200, 900)))
+    return [photo[100 : 100 + height, 40 + i * step : 40 + i * step + width] for i in range(count)]

@@ -108,6 +108,7 @@ class Settings(BaseSettings):
     media_allowed_hosts: Annotated[list[str], NoDecode] = []
     max_image_bytes: int = 20 * 1024 * 1024
     max_audio_bytes: int = 15 * 1024 * 1024
+    max_clip_bytes: int = 50 * 1024 * 1024  # a `first_clip` video
     fetch_connect_timeout: float = 5.0
     fetch_timeout: float = 30.0
     max_json_body: int = 64 * 1024 * 1024  # data: URLs of 20 MB images fit

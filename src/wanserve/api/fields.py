@@ -13,14 +13,14 @@ from typing import Annotated, Any, Literal
 from fastapi import Header
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-MediaType = Literal["first_frame", "last_frame", "driving_audio"]
-MEDIA_TYPES: tuple[MediaType, ...] = ("first_frame", "last_frame", "driving_audio")
+MediaType = Literal["first_frame", "last_frame", "driving_audio", "first_clip"]
+MEDIA_TYPES: tuple[MediaType, ...] = ("first_frame", "last_frame", "driving_audio", "first_clip")
 TIERS = ("720P", "1080P")
 MAX_SEED = 2147483647
 MIN_SECONDS, MAX_SECONDS = 2, 15
 MAX_PROMPT_CHARS = 5000
 MAX_NEGATIVE_PROMPT_CHARS = 500
-MAX_URL = 64 * 1024 * 1024  # a data: URL of the largest image fits
+MAX_URL = 64 * 1024 * 1024  # a data: URL of the largest image fits (clips: up to ~48 MB)
 # `WIDTHxHEIGHT` sizes: each side a multiple of PIXEL_STEP in PIXEL_SIDE, area capped.
 PIXEL_SIDE = (240, 1920)
 PIXEL_STEP = 8
@@ -53,8 +53,7 @@ def _seconds(value: Any) -> Any:
     # "5" and 5 are both what clients send; "5.5", "five" and true are not seconds.
     if isinstance(value, str) and not value.strip().isdigit():
         raise ValueError(
-            f"must be a whole number of seconds from {MIN_SECONDS} to {MAX_SECONDS}, "
-            'such as "5"'
+            f'must be a whole number of seconds from {MIN_SECONDS} to {MAX_SECONDS}, such as "5"'
         )
     return _whole_number(value)
 

@@ -28,7 +28,8 @@ class CreateVideoBody(BaseModel):
 
     model: ModelName
     media: list[MediaItem] = Field(
-        description="first_frame and last_frame required, driving_audio optional, each once",
+        description="first_frame + last_frame, or first_clip (+ last_frame); "
+        "driving_audio optional; each type once",
         max_length=3,
     )
     prompt: Prompt | None = None
@@ -78,6 +79,15 @@ class VideoOverflow(BaseModel):
     from_engine: str
 
 
+class VideoMetadata(BaseModel):
+    """What a continued video was made from (the object's `seconds` is the new part)."""
+
+    source_seconds: float = Field(description="length of the clip the video continues")
+    extended_from_video_id: str | None = Field(
+        default=None, description="the completed video it continues, when given by id"
+    )
+
+
 class VideoObject(BaseModel):
     """The OpenAI-compatible video object."""
 
@@ -102,6 +112,7 @@ class VideoObject(BaseModel):
     width: int | None = None
     height: int | None = None
     overflow: VideoOverflow | None = None
+    metadata: VideoMetadata | None = None
 
 
 class VideoList(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from wanserve.api.schemas import VideoError, VideoObject, VideoOverflow
+from wanserve.api.schemas import VideoError, VideoMetadata, VideoObject, VideoOverflow
 from wanserve.api.services import Services
 from wanserve.jobs.model import Job, JobStatus
 from wanserve.settings import Settings
@@ -69,4 +69,15 @@ def video_object(job: Job, root: str, svc: Services) -> VideoObject:
         )
         if moved
         else None,
+        metadata=_continuation(job),
+    )
+
+
+def _continuation(job: Job) -> VideoMetadata | None:
+    continued = job.metadata.get("continuation")
+    if not continued:
+        return None
+    return VideoMetadata(
+        source_seconds=continued["source_seconds"],
+        extended_from_video_id=continued.get("extended_from"),
     )

@@ -17,18 +17,25 @@ class MediaInput:
     path: Path
     content_type: str
     source_url: str | None = None  # the client's own http(s) URL, when it gave one
+    duration: float | None = None  # seconds, of audio and clips
 
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """Everything an engine needs for one video; sizes are already final."""
+    """Everything an engine needs for one video; sizes are already final.
+
+    A continuation (`first_clip` given) asks for the `seconds` that follow the clip:
+    `first_frame` is then the clip's last frame, `last_frame` is optional, and the worker
+    puts the clip itself before the engine's frames (an engine that returns a finished
+    `VideoFile` returns the whole continued video instead).
+    """
 
     job_id: str
     model: str
     prompt: str
     negative_prompt: str
     first_frame: MediaInput
-    last_frame: MediaInput
+    last_frame: MediaInput | None
     driving_audio: MediaInput | None
     width: int
     height: int
@@ -38,6 +45,7 @@ class GenerationRequest:
     watermark: bool = False
     size_label: str = "1080P"  # as the client gave it: "720P", "1080P" or "WxH"
     options: Mapping[str, Any] = field(default_factory=dict)  # per-model engine options
+    first_clip: MediaInput | None = None  # the video being continued
 
 
 class EngineContext(Protocol):

@@ -153,9 +153,15 @@ class DashScopeEngine(ProviderEngine):
     def _media(
         self, request: GenerationRequest, context: EngineContext
     ) -> tuple[list[dict[str, str]], bool]:
-        inputs = [("first_frame", request.first_frame), ("last_frame", request.last_frame)]
-        if request.driving_audio is not None:
-            inputs.append(("driving_audio", request.driving_audio))
+        # A continuation sends the clip itself: DashScope continues it (first_clip).
+        start = ("first_clip", request.first_clip) if request.first_clip else None
+        inputs = [start or ("first_frame", request.first_frame)]
+        for kind, given in (
+            ("last_frame", request.last_frame),
+            ("driving_audio", request.driving_audio),
+        ):
+            if given is not None:
+                inputs.append((kind, given))
         policy: dict[str, Any] | None = None
         media = []
         for kind, item in inputs:
@@ -232,12 +238,19 @@ def synthesis_body(
         "input": task_input,
         "parameters": {
             "resolution": resolution(request),
-            "duration": request.seconds,
+            "duration": duration(request),
             "prompt_extend": request.prompt_extend,
             "watermark": request.watermark,
             "seed": request.seed,
         },
     }
+
+
+def duration(request: GenerationRequest) -> int:
+    """DashScope's `duration`: of the whole output, so a continuation's counts the clip."""
+    if request.first_clip is None or request.first_clip.duration is None:
+        return request.seconds
+    return round(request.first_clip.duration + request.seconds)
 
 
 def resolution(request: GenerationRequest) -> str:

@@ -250,7 +250,8 @@ class DiffusersEngine:
         """Every clip of the plan, each starting where the previous one ended, joined."""
         progress = _Progress(plan)
         start = _conditioning_image(request.first_frame, plan)
-        end = _conditioning_image(request.last_frame, plan)
+        # A continuation without a last frame is plain image-to-video from the clip's end.
+        end = _conditioning_image(request.last_frame, plan) if request.last_frame else None
         clips = []
         for index, num_frames in enumerate(plan.clips):
             final = index == len(plan.clips) - 1

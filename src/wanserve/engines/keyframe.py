@@ -21,6 +21,7 @@ import numpy as np
 
 from wanserve.engines.base import EngineContext, FrameStream, GenerationRequest
 from wanserve.engines.composite import LayeredMotion
+from wanserve.engines.continuation import glide_from_clip
 from wanserve.engines.flow import FlowInterpolator
 from wanserve.engines.frames import load_frame
 from wanserve.engines.layers import find_layers
@@ -91,6 +92,8 @@ class KeyframeEngine:
 
     def generate(self, request: GenerationRequest, context: EngineContext) -> FrameStream:
         """Set up the motion for `request` and return its frames as a lazy stream."""
+        if request.last_frame is None:  # a clip continued with nowhere set to go
+            return glide_from_clip(request, context, fps=FPS, work_width=self.work_width)
         size = (request.width, request.height)
         frame_count = request.seconds * FPS
         # 1. Inputs at the output size.

@@ -74,21 +74,53 @@ class OpenAIUpstreamEngine(ProviderEngine):
             self._headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
 
     def submit(self, request: GenerationRequest, context: EngineContext) -> str:
-        """Create the video; return its id."""
-        response = self.client.request(
-            "POST",
-            f"{self.base_url}/videos",
-            json=video_body(request, self.config.upstream_model),
-            headers=self._headers,
-            context=context,
-            resend_on=NOT_SENT,
-        )
+        """Create the video (or, for a continuation, extend the clip); return its id."""
+        if request.first_clip is not None:
+            response = self._extend(request, request.first_clip, context)
+        else:
+            response = self.client.request(
+                "POST",
+                f"{self.base_url}/videos",
+                json=video_body(request, self.config.upstream_model),
+                headers=self._headers,
+                context=context,
+                resend_on=NOT_SENT,
+            )
         body = self._answer(response)
         if not body.get("id"):
             raise EngineError(
                 "the provider accepted the video without an id", code="upstream_error"
             )
         return str(body["id"])
+
+    def _extend(
+        self, request: GenerationRequest, clip: MediaInput, context: EngineContext
+    ) -> httpx.Response:
+        # The openai SDK's videos.extend: the clip uploaded, the new part's seconds.
+        form = {"prompt": request.prompt, "seconds": str(request.seconds)}
+        if request.last_frame is not None or request.driving_audio is not None:
+            raise UpstreamError(
+                f"{self.name}: videos.extend takes no last_frame or driving_audio",
+                provider_code="unsupported_media",
+            )
+        suffix = clip.path.suffix or ".mp4"
+        files = {"video": (f"clip{suffix}", clip.path.read_bytes(), clip.content_type)}
+        response = self.client.request(
+            "POST",
+            f"{self.base_url}/videos/extensions",
+            data=form,
+            files=files,
+            headers=self._headers,
+            context=context,
+            resend_on=NOT_SENT,
+        )
+        if response.status_code in (404, 405):
+            raise UpstreamError(
+                f"{self.name}: the provider has no videos.extend (POST /videos/extensions), "
+                "so it cannot continue a clip",
+                provider_code="extend_unsupported",
+            )
+        return response
 
     def fetch(self, task_id: str, context: EngineContext) -> TaskSnapshot:
         """Read the video object once."""
@@ -152,12 +184,13 @@ class OpenAIUpstreamEngine(ProviderEngine):
 
 def video_body(request: GenerationRequest, model: str) -> dict[str, Any]:
     """The JSON body of `POST /videos` for `request`."""
-    media = [
-        {"type": "first_frame", "url": media_url(request.first_frame)},
-        {"type": "last_frame", "url": media_url(request.last_frame)},
-    ]
-    if request.driving_audio is not None:
-        media.append({"type": "driving_audio", "url": media_url(request.driving_audio)})
+    media = [{"type": "first_frame", "url": media_url(request.first_frame)}]
+    for kind, given in (
+        ("last_frame", request.last_frame),
+        ("driving_audio", request.driving_audio),
+    ):
+        if given is not None:
+            media.append({"type": kind, "url": media_url(given)})
     body: dict[str, Any] = {
         "model": model,
         "prompt": request.prompt,

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from anyio import to_thread
 
@@ -33,6 +34,7 @@ from wanserve.jobs.model import Job, JobSpec, JobStatus, MediaRef
 from wanserve.jobs.queue import DatabaseQueue, JobQueue
 from wanserve.jobs.store import JobStore
 from wanserve.jobs.webhooks import WebhookConfig
+from wanserve.media.clip import probe_clip
 from wanserve.media.fetch import MediaFetcher
 from wanserve.media.probe import probe_audio, probe_image
 from wanserve.render.geometry import tier_size
@@ -82,16 +84,44 @@ def new_job_id() -> str:
     return f"video_{uuid.uuid4().hex}"
 
 
+# The scenarios of wan2.7-i2v: first + last frame, or a clip to continue (optionally
+# towards a last frame); a driving audio may join either.
+SCENARIOS = (
+    frozenset({"first_frame", "last_frame"}),
+    frozenset({"first_clip"}),
+    frozenset({"first_clip", "last_frame"}),
+)
+
+
 def check_media_set(media: list[MediaSource]) -> None:
-    """First and last frame required, audio optional, each type at most once."""
+    """One of the scenarios' sets of media, each type at most once, audio optional."""
     seen: set[str] = set()
     for item in media:
         if item.type in seen:
             raise InvalidRequest(f"media has more than one {item.type}.", param="media")
         seen.add(item.type)
+    if {"first_frame", "first_clip"} <= seen:
+        raise InvalidRequest(
+            "media may hold a first_frame or a first_clip, not both.", param="media"
+        )
+    if seen - {"driving_audio"} in SCENARIOS:
+        return
+    if "first_clip" in seen:
+        raise InvalidRequest(
+            "media with a first_clip may add only a last_frame and a driving_audio.",
+            param="media",
+        )
     for required in ("first_frame", "last_frame"):
         if required not in seen:
             raise InvalidRequest(f"media must include a {required}.", param="media")
+
+
+def continuation_metadata(media: list[MediaRef]) -> dict[str, Any]:
+    """What a continued video records from the start: how long its source clip is."""
+    clip = next((m for m in media if m.type == "first_clip"), None)
+    if clip is None or clip.duration is None:
+        return {}
+    return {"continuation": {"source_seconds": clip.duration}}
 
 
 def output_size(size: str, first_width: int, first_height: int) -> tuple[int, int]:
@@ -145,7 +175,8 @@ class Intake:
         blobs = await asyncio.gather(*(self._bytes_of(item) for item in request.media))
         job_id = new_job_id()
         refs = await to_thread.run_sync(self._check_and_store, job_id, request.media, blobs)
-        first = next(r for r in refs if r.type == "first_frame")
+        # The clip, when there is one, sets the aspect: the output continues it.
+        first = next(r for r in refs if r.type in ("first_frame", "first_clip"))
         assert first.width is not None and first.height is not None
         width, height = output_size(request.size, first.width, first.height)
         spec = JobSpec(
@@ -170,6 +201,7 @@ class Intake:
             created_at=self.store.clock(),
             source_api=source_api,
             webhooks=self.webhooks.targets(owner, request.webhook_url),
+            metadata=continuation_metadata(refs),
         )
         idempotency = (idempotency_key, fingerprint) if idempotency_key else None
         return await to_thread.run_sync(self._create, job, idempotency)
@@ -224,6 +256,8 @@ class Intake:
     def _limit(self, media_type: str) -> int:
         if media_type == "driving_audio":
             return self.settings.max_audio_bytes
+        if media_type == "first_clip":
+            return self.settings.max_clip_bytes
         return self.settings.max_image_bytes
 
     def _check_and_store(
@@ -235,6 +269,16 @@ class Intake:
             if item.type == "driving_audio":
                 audio = probe_audio(data, param=item.param, max_bytes=limit)
                 ref = MediaRef(item.type, "", audio.content_type, duration=audio.duration)
+            elif item.type == "first_clip":
+                clip = probe_clip(data, param=item.param, max_bytes=limit)
+                ref = MediaRef(
+                    item.type,
+                    "",
+                    clip.content_type,
+                    width=clip.width,
+                    height=clip.height,
+                    duration=clip.duration,
+                )
             else:
                 image = probe_image(data, param=item.param, max_bytes=limit)
                 ref = MediaRef(
@@ -297,6 +341,7 @@ class Intake:
             remixed_from=source.id,
             source_api=source.source_api,
             webhooks=self.webhooks.targets(source.owner),
+            metadata=continuation_metadata(media),
         )
         logger.info("job %s: a remix of %s", job.id, source.id)
         return self._create(job)

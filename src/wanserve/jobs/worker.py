@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from wanserve.engines.base import GenerationRequest, MediaInput
+from wanserve.engines.base import FrameStream, GenerationRequest, MediaInput
 from wanserve.engines.registry import EngineRegistry
 from wanserve.errors import (
     Conflict,
@@ -35,7 +35,9 @@ from wanserve.jobs.model import ErrorCode, Job, JobStatus, MediaRef
 from wanserve.jobs.queue import DatabaseQueue, JobQueue
 from wanserve.jobs.routing import apply_deadlines
 from wanserve.jobs.store import JobStore
+from wanserve.media.clip import save_last_frame
 from wanserve.render.pipeline import RenderedVideo, render_output
+from wanserve.render.splice import splice
 from wanserve.settings import Settings
 from wanserve.storage.base import Storage
 from wanserve.storage.layout import OUTPUT_FILES, output_key, output_prefix
@@ -261,6 +263,22 @@ class Worker:
         engine = self.registry.engine_for(job.route)
         context.raise_if_cancelled()
         output = engine.generate(request, context)
+        audio_path = request.driving_audio.path if request.driving_audio else None
+        duration = float(request.seconds)
+        if request.first_clip is not None and isinstance(output, FrameStream):
+            # The engine made the new part; the clip goes before it.
+            continued = splice(
+                output,
+                request.first_clip,
+                size=(request.width, request.height),
+                driving_audio=request.driving_audio,
+                work_dir=context.work_dir,
+            )
+            output, audio_path, duration = (
+                continued.stream,
+                continued.audio_path,
+                continued.duration,
+            )
         out_dir = context.work_dir / "output"
         out_dir.mkdir()
 
@@ -271,9 +289,9 @@ class Worker:
         rendered = render_output(
             output,
             out_dir=out_dir,
-            audio_path=request.driving_audio.path if request.driving_audio else None,
+            audio_path=audio_path,
             watermark=request.watermark,
-            duration=float(request.seconds),
+            duration=duration,
             preset=self.settings.encoder_preset,
             on_progress=on_progress,
         )
@@ -287,10 +305,19 @@ class Worker:
             if path is None:
                 path = work_dir / ref.key.rsplit("/", 1)[-1]
                 self.storage.download_to(ref.key, path)
-            return MediaInput(path=path, content_type=ref.content_type, source_url=ref.source_url)
+            return MediaInput(
+                path=path,
+                content_type=ref.content_type,
+                source_url=ref.source_url,
+                duration=ref.duration,
+            )
 
-        first, last = local(job.media_of("first_frame")), local(job.media_of("last_frame"))
-        assert first is not None and last is not None, "intake guarantees both frames"
+        clip = local(job.media_of("first_clip"))
+        first = local(job.media_of("first_frame"))
+        if clip is not None:  # a continuation starts on the clip's last frame
+            still = save_last_frame(clip.path, work_dir / "first_clip-last.png")
+            first = MediaInput(path=still, content_type="image/png")
+        assert first is not None, "intake guarantees a first frame or a first clip"
         spec = job.spec
         return GenerationRequest(
             job_id=job.id,
@@ -298,8 +325,9 @@ class Worker:
             prompt=spec.prompt,
             negative_prompt=spec.negative_prompt,
             first_frame=first,
-            last_frame=last,
+            last_frame=local(job.media_of("last_frame")),
             driving_audio=local(job.media_of("driving_audio")),
+            first_clip=clip,
             width=spec.width,
             height=spec.height,
             seconds=spec.seconds,

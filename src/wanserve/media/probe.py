@@ -114,7 +114,7 @@ def _sniff_mpeg_audio(head: bytes) -> str | None:
 def probe_image(data: bytes, *, param: str, max_bytes: int = 20 * 1024 * 1024) -> ImageInfo:
     """Check `data` is a whole JPEG, PNG, BMP or WEBP image within the size limits."""
     # 1. Size and type, from the bytes alone.
-    _check_size(data, max_bytes, param)
+    check_size(data, max_bytes, param)
     content_type = sniff_content_type(data)
     if content_type not in _IMAGE_FORMATS:
         raise MediaError("the image is not a JPEG, PNG, BMP or WEBP file", param=param)
@@ -124,7 +124,7 @@ def probe_image(data: bytes, *, param: str, max_bytes: int = 20 * 1024 * 1024) -
         with plugin(io.BytesIO(data)) as image:
             # 2. Dimensions from the header, before any pixel is decoded. (EXIF can only
             # swap them, which changes neither check; for PNG, reading EXIF decodes.)
-            _check_dimensions(*image.size, param)
+            check_dimensions(*image.size, param)
             # 3. Decode everything once: a truncated or corrupt file fails here.
             image.load()
             width, height = _displayed_size(image)
@@ -140,17 +140,18 @@ def _displayed_size(image: Image.Image) -> tuple[int, int]:
     return width, height
 
 
-def _check_dimensions(width: int, height: int, param: str) -> None:
+def check_dimensions(width: int, height: int, param: str, what: str = "image") -> None:
+    """Each side in 240..8000 px and the aspect within 1:8..8:1, or a MediaError."""
     for side in (width, height):
         if not MIN_SIDE <= side <= MAX_SIDE:
             raise MediaError(
-                f"the image is {width}x{height} pixels; each side must be between "
+                f"the {what} is {width}x{height} pixels; each side must be between "
                 f"{MIN_SIDE} and {MAX_SIDE} pixels",
                 param=param,
             )
     if max(width, height) / min(width, height) > MAX_ASPECT:
         raise MediaError(
-            f"the image is {width}x{height} pixels; its aspect ratio must be between "
+            f"the {what} is {width}x{height} pixels; its aspect ratio must be between "
             f"1:{MAX_ASPECT:g} and {MAX_ASPECT:g}:1",
             param=param,
         )
@@ -158,7 +159,7 @@ def _check_dimensions(width: int, height: int, param: str) -> None:
 
 def probe_audio(data: bytes, *, param: str, max_bytes: int = 15 * 1024 * 1024) -> AudioInfo:
     """Check `data` is a decodable WAV, MP3, AAC/M4A, FLAC or OGG clip of 2..30 s."""
-    _check_size(data, max_bytes, param)
+    check_size(data, max_bytes, param)
     content_type = sniff_content_type(data)
     if content_type not in _AUDIO_FORMATS:
         raise MediaError("the audio is not a WAV, MP3, AAC/M4A, FLAC or OGG file", param=param)
@@ -221,7 +222,8 @@ def _check_duration(duration: float, param: str) -> None:
         )
 
 
-def _check_size(data: bytes, max_bytes: int, param: str) -> None:
+def check_size(data: bytes, max_bytes: int, param: str) -> None:
+    """At most `max_bytes`, or a MediaError with code media_too_large."""
     if len(data) > max_bytes:
         raise MediaError(
             f"the file is {len(data)} bytes; the limit is {max_bytes} bytes",

@@ -36,6 +36,9 @@ MEDIA_EXTENSIONS = {
     "audio/mp4": ".m4a",
     "audio/flac": ".flac",
     "audio/ogg": ".ogg",
+    "video/mp4": ".mp4",
+    "video/quicktime": ".mov",
+    "video/webm": ".webm",
 }
 
 
@@ -45,7 +48,7 @@ def job_prefix(job_id: str) -> str:
 
 
 def media_key(job_id: str, media_type: str, content_type: str) -> str:
-    """Storage key of one media input (`first_frame`, `last_frame`, `driving_audio`)."""
+    """Storage key of one media input (`first_frame`, `first_clip`, ...)."""
     return f"{job_prefix(job_id)}media/{media_type}{MEDIA_EXTENSIONS.get(content_type, '.bin')}"
 
 
