@@ -1,12 +1,25 @@
-"""Logging set-up for the CLI and worker processes: secrets redacted, control characters escaped."""
+"""Logging set-up for the CLI and worker processes: secrets redacted, control characters
+escaped, the request, job and key owner of each line from context variables, text or JSON."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import re
 import traceback
+from collections.abc import Iterator
+from contextvars import ContextVar
+from datetime import UTC, datetime
 from types import TracebackType
+
+# What a line is about, set where it becomes known (the request middleware, the key check,
+# intake, the worker running a job) and read by `ContextFilter` for every record.
+REQUEST_ID: ContextVar[str | None] = ContextVar("wanserve_request_id", default=None)
+JOB_ID: ContextVar[str | None] = ContextVar("wanserve_job_id", default=None)
+OWNER_ID: ContextVar[str | None] = ContextVar("wanserve_owner_id", default=None)
+_CONTEXT = {"request_id": REQUEST_ID, "job_id": JOB_ID, "owner_id": OWNER_ID}
 
 REDACTED = "[redacted]"
 # What must never reach a log line: Bearer tokens, credentials in URLs, signed-URL
@@ -112,18 +125,72 @@ class EscapeControls(logging.Filter):
         return True
 
 
-def configure_logging(level: str | None = None) -> None:
-    """Plain timestamped lines on stderr; level from `WANSERVE_LOG_LEVEL` (default INFO)."""
+@contextlib.contextmanager
+def log_context(**values: str | None) -> Iterator[None]:
+    """Set `request_id`, `job_id` and/or `owner_id` for every line logged in the block."""
+    tokens = [(_CONTEXT[name], _CONTEXT[name].set(value)) for name, value in values.items()]
+    try:
+        yield
+    finally:
+        for variable, token in reversed(tokens):
+            variable.reset(token)
+
+
+class ContextFilter(logging.Filter):
+    """A handler filter that puts the context variables on each record (None when unset)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Annotate the record; never drops it."""
+        for name, variable in _CONTEXT.items():
+            if getattr(record, name, None) is None:
+                setattr(record, name, variable.get())
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, the context, a traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON (its text already redacted and escaped)."""
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "process": record.processName,
+        }
+        for name in _CONTEXT:
+            value = getattr(record, name, None)
+            if value is not None:
+                line[name] = value
+        if record.exc_info and not record.exc_text:
+            record.exc_text = format_exception(record.exc_info)
+        if record.exc_text:
+            line["traceback"] = record.exc_text
+        return json.dumps(line, ensure_ascii=False)
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
+
+
+def configure_logging(level: str | None = None, log_format: str | None = None) -> None:
+    """Lines on stderr, plain or JSON (`WANSERVE_LOG_FORMAT`: text, json); the level from
+    `WANSERVE_LOG_LEVEL` (default INFO)."""
+    chosen = (log_format or os.environ.get("WANSERVE_LOG_FORMAT", "text")).strip().lower()
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if chosen == "json" else logging.Formatter(TEXT_FORMAT))
+    # No-op where the root logger already has handlers (a test's, an embedding app's).
     logging.basicConfig(
-        level=(level or os.environ.get("WANSERVE_LOG_LEVEL", "INFO")).upper(),
-        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
+        level=(level or os.environ.get("WANSERVE_LOG_LEVEL", "INFO")).upper(), handlers=[handler]
     )
     # On the handlers, not the loggers: a logger's filter misses records that its
     # children (uvicorn, httpx, ours) pass up to it.
     # Redaction first: its patterns end at whitespace that escaping would hide.
-    for handler in logging.getLogger().handlers:
-        for kind in (RedactSecrets, EscapeControls):
-            if not any(isinstance(f, kind) for f in handler.filters):
-                handler.addFilter(kind())
+    for root_handler in logging.getLogger().handlers:
+        for kind in (RedactSecrets, EscapeControls, ContextFilter):
+            if not any(isinstance(f, kind) for f in root_handler.filters):
+                root_handler.addFilter(kind())
     # httpx logs every request URL at INFO, and provider result URLs carry signatures.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Alembic narrates every migration step at INFO: a quiet start-up says what matters.
+    logging.getLogger("alembic").setLevel(logging.WARNING)

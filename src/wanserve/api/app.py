@@ -16,6 +16,7 @@ from wanserve.api.limits import BodyLimit
 from wanserve.api.metrics import Metrics
 from wanserve.api.openapi import install_openapi
 from wanserve.api.quota import CreateQuota
+from wanserve.api.requestid import RequestContext
 from wanserve.api.routes import dashscope, events, playground, system, videos
 from wanserve.api.services import Services
 from wanserve.api.signing import UrlSigner
@@ -122,4 +123,6 @@ def create_app(
         multipart_limit=settings.max_multipart_body,
         read_timeout=settings.body_read_timeout,
     )
+    # Outermost: every line a request logs (even a refused body's) carries its id.
+    app.add_middleware(RequestContext)
     return app

@@ -9,9 +9,10 @@ from pydantic import SecretStr
 
 from wanserve.errors import Unauthorized
 from wanserve.jobs.model import owner_of
+from wanserve.logs import OWNER_ID
 
 OPEN_OWNER = "public"
-__all__ = ["OPEN_OWNER", "KeyCheck", "owner_of", "require_admin"]
+__all__ = ["OPEN_OWNER", "KeyCheck", "bearer_matches", "owner_of", "require_admin"]
 
 
 class KeyCheck:
@@ -26,8 +27,9 @@ class KeyCheck:
         return not self._owners
 
     def __call__(self, request: Request) -> str:
-        """The owner id for this request's Bearer token."""
+        """The owner id for this request's Bearer token (also put in the log context)."""
         if self.open:
+            OWNER_ID.set(OPEN_OWNER)
             return OPEN_OWNER
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
@@ -40,6 +42,7 @@ class KeyCheck:
         expected = self._owners.get(owner)
         if expected is None or not hmac.compare_digest(expected, token):
             raise Unauthorized("Incorrect API key provided.")
+        OWNER_ID.set(owner)
         return owner
 
 

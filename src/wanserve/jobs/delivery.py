@@ -27,6 +27,7 @@ from wanserve.jobs.backoff import Backoff
 from wanserve.jobs.db import OutboxRow, writer
 from wanserve.jobs.sql import outage_as_unavailable
 from wanserve.jobs.webhooks import DELIVERED, FAILED, GONE, PENDING, WebhookConfig, signed_headers
+from wanserve.logs import log_context
 from wanserve.media.fetch import MediaFetcher, redact_url
 from wanserve.settings import Settings
 
@@ -245,6 +246,10 @@ class Dispatcher:
         return base / 2 + self._jitter() * base / 2
 
     def _settle(self, delivery: Delivery, status: int | None, error: str | None) -> None:
+        with log_context(job_id=delivery.job_id, owner_id=delivery.owner):
+            self._record(delivery, status, error)
+
+    def _record(self, delivery: Delivery, status: int | None, error: str | None) -> None:
         now = self.outbox.clock()
         where = f"job {delivery.job_id}: webhook {delivery.id} to {redact_url(delivery.url)}"
         attempt = f"attempt {delivery.attempts}"

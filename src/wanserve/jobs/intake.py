@@ -34,6 +34,7 @@ from wanserve.jobs.model import Job, JobSpec, JobStatus, MediaRef
 from wanserve.jobs.queue import DatabaseQueue, JobQueue
 from wanserve.jobs.store import JobStore
 from wanserve.jobs.webhooks import WebhookConfig
+from wanserve.logs import JOB_ID
 from wanserve.media.clip import probe_clip
 from wanserve.media.fetch import MediaFetcher
 from wanserve.media.probe import probe_audio, probe_image
@@ -174,6 +175,7 @@ class Intake:
             await self._check_webhook(request.webhook_url, owner)
         blobs = await asyncio.gather(*(self._bytes_of(item) for item in request.media))
         job_id = new_job_id()
+        JOB_ID.set(job_id)  # the rest of this request's lines are about this job
         refs = await to_thread.run_sync(self._check_and_store, job_id, request.media, blobs)
         # The clip, when there is one, sets the aspect: the output continues it.
         first = next(r for r in refs if r.type in ("first_frame", "first_clip"))

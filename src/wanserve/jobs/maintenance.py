@@ -8,6 +8,7 @@ from collections.abc import Callable
 from wanserve.errors import StoreUnavailable
 from wanserve.jobs.queue import JobQueue
 from wanserve.jobs.store import JobStore
+from wanserve.logs import log_context
 from wanserve.settings import Settings
 from wanserve.storage.base import Storage
 from wanserve.storage.layout import JOBS_ROOT, job_id_of, job_prefix, output_prefix
@@ -65,12 +66,14 @@ class Maintenance:
             lease=self.settings.job_lease, max_attempts=self.settings.max_attempts
         )
         for job_id in requeued:
-            logger.warning("job %s: worker lost, re-queued", job_id)
-            job = self.store.get(job_id)
-            if job is not None:
-                self.queue.publish(job_id, job.route)
+            with log_context(job_id=job_id):
+                logger.warning("job %s: worker lost, re-queued", job_id)
+                job = self.store.get(job_id)
+                if job is not None:
+                    self.queue.publish(job_id, job.route)
         for job_id in failed:
-            logger.error("job %s: worker lost too often, failed", job_id)
+            with log_context(job_id=job_id):
+                logger.error("job %s: worker lost too often, failed", job_id)
         self.queue.sweep(self.store, self.routes)
 
     def sweep_expired(self, now: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import logging
 import os
@@ -35,6 +36,7 @@ from wanserve.jobs.model import ErrorCode, Job, JobStatus, MediaRef
 from wanserve.jobs.queue import DatabaseQueue, JobQueue
 from wanserve.jobs.routing import apply_deadlines
 from wanserve.jobs.store import JobStore
+from wanserve.logs import log_context
 from wanserve.media.clip import save_last_frame
 from wanserve.render.pipeline import RenderedVideo, render_output
 from wanserve.render.splice import splice
@@ -213,12 +215,17 @@ class Worker:
 
     def execute(self, job: Job) -> None:
         """Run one claimed job to a final state (or back to the queue on shutdown)."""
+        with log_context(job_id=job.id, owner_id=job.owner):
+            self._execute(job)
+
+    def _execute(self, job: Job) -> None:
         work_dir = Path(tempfile.mkdtemp(prefix=f"wanserve-{job.id}-"))
         context = JobContext(self.store, job, self.worker_id, work_dir, self.stopping)
         done = threading.Event()
         beat = threading.Thread(
-            target=context.keep_alive,
-            args=(min(0.5, self.settings.job_lease / 4), done),
+            # A thread starts with an empty context: the heartbeat's lines name the job too.
+            target=contextvars.copy_context().run,
+            args=(context.keep_alive, min(0.5, self.settings.job_lease / 4), done),
             name=f"heartbeat-{job.id}",
             daemon=True,
         )
