@@ -24,7 +24,15 @@ logger = logging.getLogger("wanserve")
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {
         name: getattr(args, name)
-        for name in ("data_dir", "database_url", "storage_url", "engine", "workers", "gpus")
+        for name in (
+            "data_dir",
+            "database_url",
+            "storage_url",
+            "engine",
+            "workers",
+            "gpus",
+            "api_workers",
+        )
         if getattr(args, name, None) is not None
     }
     if getattr(args, "models", None) is not None:
@@ -39,20 +47,22 @@ def serve(args: argparse.Namespace) -> int:
     from wanserve.api.app import create_app
 
     settings = _settings(args)
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "log_config": None,
+        "proxy_headers": True,
+        # Requests still running (or still sending their body) when SIGTERM comes get this
+        # long; then they are cancelled and the worker processes are stopped.
+        "timeout_graceful_shutdown": math.ceil(settings.shutdown_timeout),
+    }
+    if settings.api_workers > 1:
+        return _serve_processes(settings, args.log_level, options)
     app = create_app(settings)
     logger.info(
         "serving on http://%s:%d (data in %s)", args.host, args.port, settings.data_dir.resolve()
     )
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        log_config=None,
-        proxy_headers=True,
-        # Requests still running (or still sending their body) when SIGTERM comes get this
-        # long; then they are cancelled and the worker processes are stopped.
-        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
-    )
+    config = uvicorn.Config(app, **options)
     server = uvicorn.Server(config)
     handle_exit = server.handle_exit
 
@@ -64,6 +74,42 @@ def serve(args: argparse.Namespace) -> int:
 
     server.handle_exit = end_streams_then_exit  # type: ignore[method-assign]
     server.run()
+    return 0
+
+
+def _serve_processes(settings: Settings, log_level: str, options: dict[str, Any]) -> int:
+    """`serve --api-workers N`: N API processes on one socket (uvicorn's supervisor), and
+    the job workers started once beside them, not once per API process."""
+    import uvicorn
+
+    from wanserve.api.app import API_SETTINGS_ENV
+    from wanserve.jobs.pool import WorkerPool
+    from wanserve.jobs.runtime import open_store
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    open_store(settings).engine.dispose()  # migrate once, before the processes start
+    os.environ[API_SETTINGS_ENV] = settings.to_json()
+    os.environ["WANSERVE_LOG_LEVEL"] = log_level
+    pool = WorkerPool(settings, settings.workers) if settings.workers else None
+    if pool:
+        pool.start()
+    logger.info(
+        "serving on http://%s:%d with %d API processes (data in %s)",
+        options["host"],
+        options["port"],
+        settings.api_workers,
+        settings.data_dir.resolve(),
+    )
+    try:
+        uvicorn.run(
+            "wanserve.api.app:api_process_app",
+            factory=True,
+            workers=settings.api_workers,
+            **options,
+        )
+    finally:
+        if pool:
+            pool.stop(settings.shutdown_timeout)
     return 0
 
 
@@ -222,6 +268,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--host", default=os.environ.get("WANSERVE_HOST", "127.0.0.1"))
     run.add_argument("--port", type=int, default=int(os.environ.get("WANSERVE_PORT", "8000")))
     run.add_argument("--workers", type=int, help="WANSERVE_WORKERS: worker processes (0: API only)")
+    run.add_argument(
+        "--api-workers", type=int, help="WANSERVE_API_WORKERS: API processes on the one port"
+    )
     gpus(run)
     run.set_defaults(func=serve)
 

@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     worker_models: Annotated[list[str], NoDecode] = []
 
     workers: int = Field(default=1, ge=0)
+    # API processes `serve` runs on its one port (uvicorn's workers); they share the
+    # store, and the job workers above are started once, beside them.
+    api_workers: int = Field(default=1, ge=1)
     # One worker process per entry, pinned with CUDA_VISIBLE_DEVICES: "0,1,2,3" gives four
     # one-GPU workers, "0+1,2+3" two workers of two GPUs (for context parallelism).
     gpus: Annotated[list[str], NoDecode] = []

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import FrameType
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -29,12 +33,17 @@ from wanserve.jobs.queue import JobQueue, open_queue
 from wanserve.jobs.runtime import open_store
 from wanserve.jobs.store import JobStore
 from wanserve.jobs.watch import ChangeFeed
+from wanserve.logs import configure_logging
 from wanserve.media.fetch import MediaFetcher
 from wanserve.settings import Settings
 from wanserve.storage import open_storage
 from wanserve.storage.base import Storage
 
 logger = logging.getLogger(__name__)
+
+# The settings of the `serve --api-workers` processes, as JSON: uvicorn starts each from an
+# import string, so the parent hands them over in the environment its children inherit.
+API_SETTINGS_ENV = "WANSERVE_API_PROCESS_SETTINGS"
 
 
 def _announce(settings: Settings, registry: EngineRegistry, keys: KeyCheck) -> None:
@@ -126,3 +135,28 @@ def create_app(
     # Outermost: every line a request logs (even a refused body's) carries its id.
     app.add_middleware(RequestContext)
     return app
+
+
+def api_process_app() -> FastAPI:
+    """The app of one `serve --api-workers` process (uvicorn's factory): the parent's
+    settings, and no job workers (the parent runs those once, for all of them)."""
+    configure_logging()
+    app = create_app(Settings.model_validate_json(os.environ[API_SETTINGS_ENV]), workers=0)
+    _end_streams_on_exit(app)
+    return app
+
+
+def _end_streams_on_exit(app: FastAPI) -> None:
+    # uvicorn waits for open responses before it shuts down, and event streams never end
+    # by themselves: they are ended first (`serve` does the same for its one process).
+    # The factory runs inside uvicorn's signal capture, so its handlers are the ones wrapped.
+    feed = app.state.services.feed
+    for number in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(number)
+        if callable(handler):
+
+            def end_streams_then(sig: int, frame: FrameType | None, then: Any = handler) -> None:
+                feed.close()
+                then(sig, frame)
+
+            signal.signal(number, end_streams_then)

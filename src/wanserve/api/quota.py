@@ -5,11 +5,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from fastapi import Depends, Request
 
 from wanserve.api.services import Owner
 from wanserve.errors import RateLimited, TooManyUnfinished
+from wanserve.jobs.buckets import SharedBucket
 from wanserve.jobs.store import JobStore
 from wanserve.settings import Settings
 
@@ -39,6 +41,17 @@ class TokenBucket:
             return (1.0 - tokens) / self.rate
 
 
+class Bucket(Protocol):
+    """A token bucket per owner (in this process, or shared through the store)."""
+
+    rate: float
+    capacity: float
+
+    def take(self, owner: str) -> float:
+        """Take one token for `owner`: 0.0 when granted, else seconds until one is due."""
+        ...
+
+
 class CreateQuota:
     """Decides whether an owner may create one more job now."""
 
@@ -50,19 +63,23 @@ class CreateQuota:
         burst: int,
         max_unfinished: int,
         clock: Callable[[], float] = time.monotonic,
+        bucket: Bucket | None = None,
     ):
         self.store = store
-        self.bucket = TokenBucket(rate, burst, clock) if rate > 0 else None
+        self.bucket = bucket or (TokenBucket(rate, burst, clock) if rate > 0 else None)
         self.max_unfinished = max_unfinished
 
     @classmethod
     def from_settings(cls, settings: Settings, store: JobStore) -> CreateQuota:
-        """The limits `settings` configure (0 turns one off)."""
+        """The limits `settings` configure (0 turns one off), the rate kept in the store so
+        that every API process counts against the same buckets."""
+        rate, burst = settings.create_rate, settings.create_burst
         return cls(
             store,
-            rate=settings.create_rate,
-            burst=settings.create_burst,
+            rate=rate,
+            burst=burst,
             max_unfinished=settings.max_unfinished_jobs,
+            bucket=SharedBucket(store, rate, burst) if rate > 0 else None,
         )
 
     def check(self, owner: str) -> None:

@@ -161,6 +161,16 @@ class UsageRow(Base):
     )
 
 
+class RateBucketRow(Base):
+    """One key's token bucket of the create rate: tokens left when last counted."""
+
+    __tablename__ = "rate_buckets"
+
+    owner: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    counted_at: Mapped[float] = mapped_column(Float)
+
+
 # Execution option of the write transactions (see `writer`).
 WRITE = "wanserve_write"
 # Execution option of reads that are one statement (see `single_reads`).
