@@ -10,14 +10,18 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 
 from wanserve.api.fields import MEDIA_TYPES
-from wanserve.api.schemas import CreateVideoBody
+from wanserve.api.schemas import CreateVideoBody, ExtendVideoBody
 from wanserve.errors import InvalidRequest
 from wanserve.jobs.intake import CreateRequest, MediaSource
+from wanserve.jobs.model import Job
+from wanserve.settings import DEFAULT_MODEL
 
 # `media[][type]` (the openai SDK's "brackets" arrays) or `media[0][type]`.
 _MEDIA_FIELD = re.compile(r"^media\[(\d*)\]\[(type|url)\]$")
 # File parts that upload a media input directly; `input_reference` is OpenAI's first frame.
 FILE_PARTS: dict[str, str] = {"input_reference": "first_frame", **{t: t for t in MEDIA_TYPES}}
+# videos.extend uploads the clip to continue as `video`.
+EXTEND_FILE_PARTS = {"video": "first_clip"}
 MAX_JSON_DEPTH = 32
 
 
@@ -70,9 +74,10 @@ def _media_from_form(fields: list[tuple[str, str]]) -> list[dict[str, str]] | No
 
 
 async def read_form(
-    request: Request, max_part_size: int
+    request: Request, max_part_size: int, parts: dict[str, str] = FILE_PARTS
 ) -> tuple[dict[str, Any], list[MediaSource]]:
-    """Scalar fields and uploaded media of a multipart (or url-encoded) create request."""
+    """Scalar fields and uploaded media of a multipart (or url-encoded) create request;
+    `parts` maps the file parts taken to the media type each uploads."""
     try:
         form = await request.form(max_files=8, max_fields=64, max_part_size=max_part_size)
     except Exception as exc:  # python-multipart raises several unrelated types
@@ -83,13 +88,16 @@ async def read_form(
     uploads: list[MediaSource] = []
     for name, value in form.multi_items():
         if isinstance(value, UploadFile):
-            media_type = FILE_PARTS.get(name)
+            media_type = parts.get(name)
             if media_type is None:
                 raise InvalidRequest(f"Unexpected file part '{name}'.", param=name)
             uploads.append(MediaSource(type=media_type, param=name, data=await value.read()))
         else:
             fields.append((name, value))
-    body: dict[str, Any] = {n: v for n, v in fields if not n.startswith("media[")}
+    body: dict[str, Any] = {n: v for n, v in fields if not n.startswith(("media[", "video["))}
+    reference = dict(fields).get("video[id]")
+    if reference is not None:  # videos.extend's `{"id"}` in the form's bracket notation
+        body["video"] = {"id": reference}
     media = _media_from_form(fields)
     if media is not None:
         body["media"] = media
@@ -116,4 +124,28 @@ def create_request_from(body: dict[str, Any], uploads: list[MediaSource]) -> Cre
         watermark=model.watermark,
         seed=model.seed,
         webhook_url=model.webhook_url,
+    )
+
+
+def extend_request_from(
+    extend: ExtendVideoBody, uploads: list[MediaSource], source: Job | None, clip: bytes | None
+) -> CreateRequest:
+    """The create request of a `videos.extend`: the uploaded clip, or the finished video of
+    `source` (`clip`, its bytes), continued by `seconds`."""
+    if source is not None and clip is not None:
+        media = [MediaSource(type="first_clip", param="video", data=clip)]
+        model, size = extend.model or source.model, extend.size or source.spec.size
+    else:
+        media, model, size = uploads, extend.model or DEFAULT_MODEL, extend.size or "720P"
+    return CreateRequest(
+        model=model,
+        media=media,
+        prompt=extend.prompt or "",
+        negative_prompt=extend.negative_prompt or "",
+        size=size,
+        seconds=extend.seconds,
+        prompt_extend=extend.prompt_extend,
+        watermark=extend.watermark,
+        seed=extend.seed,
+        extends=source.id if source is not None else None,
     )

@@ -48,12 +48,52 @@ class CreateVideoBody(BaseModel):
     @field_validator("size")
     @classmethod
     def _size_is_known(cls, value: str) -> str:
-        if value.strip().upper() in TIERS:
-            return value.strip().upper()
-        pixels = parse_pixel_size(value)
-        if pixels is None:
-            raise ValueError("size must be 720P, 1080P or WIDTHxHEIGHT such as 1280x720")
-        return checked_pixel_size(pixels)
+        return known_size(value)
+
+
+class VideoReference(BaseModel):
+    """`{"id": ...}`: a completed video of the caller's key."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: Annotated[Text, Field(min_length=1, max_length=255)]
+
+
+class ExtendVideoBody(BaseModel):
+    """`POST /v1/videos/extensions` (the openai SDK's `videos.extend`).
+
+    `video` is a reference by id here; an uploaded clip comes as the multipart file part
+    `video` instead.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    video: VideoReference | None = None
+    prompt: Prompt | None = None
+    seconds: Seconds = Field(default=5, description="seconds of new video after the source")
+    model: ModelName | None = Field(default=None, description="default: the source video's")
+    size: Annotated[Text, Field(examples=["720P", "1280x720"])] | None = Field(
+        default=None, description="default: the source video's (720P for an uploaded clip)"
+    )
+    negative_prompt: NegativePrompt | None = None
+    seed: Seed | None = None
+    prompt_extend: bool = True
+    watermark: bool = False
+
+    @field_validator("size")
+    @classmethod
+    def _size_is_known(cls, value: str | None) -> str | None:
+        return None if value is None else known_size(value)
+
+
+def known_size(value: str) -> str:
+    """A tier name in upper case, or a checked `WIDTHxHEIGHT`."""
+    if value.strip().upper() in TIERS:
+        return value.strip().upper()
+    pixels = parse_pixel_size(value)
+    if pixels is None:
+        raise ValueError("size must be 720P, 1080P or WIDTHxHEIGHT such as 1280x720")
+    return checked_pixel_size(pixels)
 
 
 class RemixBody(BaseModel):

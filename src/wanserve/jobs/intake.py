@@ -25,6 +25,7 @@ from anyio import to_thread
 from wanserve.engines.registry import EngineRegistry
 from wanserve.errors import (
     InvalidRequest,
+    NotFound,
     StorageUnavailable,
     StoreUnavailable,
     Unavailable,
@@ -41,7 +42,7 @@ from wanserve.media.probe import probe_audio, probe_image
 from wanserve.render.geometry import tier_size
 from wanserve.settings import Settings
 from wanserve.storage.base import Storage
-from wanserve.storage.layout import job_prefix, media_key
+from wanserve.storage.layout import job_prefix, media_key, output_key
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class CreateRequest:
     watermark: bool = False
     seed: int | None = None
     webhook_url: str | None = None  # the client's own endpoint for this job's events
+    extends: str | None = None  # the completed video whose output is the first_clip
 
     def fingerprint(self) -> str:
         """A digest of the request, to tell an idempotent retry from a different request."""
@@ -117,12 +119,16 @@ def check_media_set(media: list[MediaSource]) -> None:
             raise InvalidRequest(f"media must include a {required}.", param="media")
 
 
-def continuation_metadata(media: list[MediaRef]) -> dict[str, Any]:
-    """What a continued video records from the start: how long its source clip is."""
+def continuation_metadata(media: list[MediaRef], extends: str | None = None) -> dict[str, Any]:
+    """What a continued video records from the start: its source clip's length and, for an
+    extension by id, the video it continues."""
     clip = next((m for m in media if m.type == "first_clip"), None)
     if clip is None or clip.duration is None:
         return {}
-    return {"continuation": {"source_seconds": clip.duration}}
+    continued: dict[str, Any] = {"source_seconds": clip.duration}
+    if extends:
+        continued["extended_from"] = extends
+    return {"continuation": continued}
 
 
 def output_size(size: str, first_width: int, first_height: int) -> tuple[int, int]:
@@ -203,7 +209,7 @@ class Intake:
             created_at=self.store.clock(),
             source_api=source_api,
             webhooks=self.webhooks.targets(owner, request.webhook_url),
-            metadata=continuation_metadata(refs),
+            metadata=continuation_metadata(refs, request.extends),
         )
         idempotency = (idempotency_key, fingerprint) if idempotency_key else None
         return await to_thread.run_sync(self._create, job, idempotency)
@@ -347,6 +353,24 @@ class Intake:
         )
         logger.info("job %s: a remix of %s", job.id, source.id)
         return self._create(job)
+
+    def output_video(self, source: Job) -> bytes:
+        """The finished video of a completed job (the clip an extension by id continues)."""
+        key = output_key(source.id, "video")
+        try:
+            path = self.storage.local_path(key)
+            if path is not None:
+                return path.read_bytes()
+            with tempfile.TemporaryDirectory() as scratch:
+                local = Path(scratch) / "video.mp4"
+                self.storage.download_to(key, local)
+                return local.read_bytes()
+        except FileNotFoundError:
+            raise NotFound(
+                f"The files of video '{source.id}' have expired.",
+                code="video_expired",
+                param="video",
+            ) from None
 
     def _copy(self, source_key: str, target_key: str, content_type: str) -> None:
         path = self.storage.local_path(source_key)

@@ -52,11 +52,8 @@ def splice(
         frames=frames,
         metadata={
             **new_part.metadata,
-            "continuation": {
-                "source_seconds": round(source_seconds, 4),
-                "source_frames": source_count,
-                "new_frames": new_part.frame_count,
-            },
+            # Beside the job's own `continuation` record (made at intake), not over it.
+            "splice": {"source_frames": source_count, "new_frames": new_part.frame_count},
         },
         progress_start=new_part.progress_start * (1 - share),
     )

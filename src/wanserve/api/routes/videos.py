@@ -10,12 +10,20 @@ from fastapi.responses import RedirectResponse
 
 from wanserve.api.conditional import none_match
 from wanserve.api.fields import IdempotencyKey, ResourceId, Text
-from wanserve.api.forms import create_request_from, parse_json_body, read_form
+from wanserve.api.forms import (
+    EXTEND_FILE_PARTS,
+    FILE_PARTS,
+    create_request_from,
+    extend_request_from,
+    parse_json_body,
+    read_form,
+)
 from wanserve.api.quota import CreateQuotaCheck
 from wanserve.api.ranges import ranged_file, requested_ranges
 from wanserve.api.schemas import (
     CreateVideoBody,
     ErrorBody,
+    ExtendVideoBody,
     RemixBody,
     VideoDeleted,
     VideoList,
@@ -67,8 +75,35 @@ CREATE_BODY_DOC: dict[str, Any] = {
                         "first_frame": {"type": "string", "format": "binary"},
                         "last_frame": {"type": "string", "format": "binary"},
                         "driving_audio": {"type": "string", "format": "binary"},
+                        "first_clip": {"type": "string", "format": "binary"},
                     },
                     "required": ["model"],
+                }
+            },
+        },
+    }
+}
+
+
+EXTEND_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/ExtendVideoBody"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "description": "What the openai SDK's videos.extend sends: the clip to "
+                    "continue as the file part `video` (MP4/MOV/WebM, 2..10 s), or "
+                    "`video[id]` naming a completed video.",
+                    "properties": {
+                        "video": {"type": "string", "format": "binary"},
+                        "video[id]": {"type": "string"},
+                        "prompt": {"type": "string"},
+                        "seconds": {"type": "string"},
+                        "model": {"type": "string"},
+                        "size": {"type": "string"},
+                    },
                 }
             },
         },
@@ -110,23 +145,73 @@ async def create_video(
     idempotency_key: IdempotencyKey = None,
 ) -> VideoObject:
     """Validate, fetch and store the media, and queue the job."""
+    body, uploads = await _read_body(request, svc, FILE_PARTS)
+    create = create_request_from(body, uploads)
+    job = await svc.intake.submit(create, owner, idempotency_key=idempotency_key)
+    svc.metrics.created.labels(job.model, "openai").inc()
+    return _answer(request, response, svc, job)
+
+
+async def _read_body(
+    request: Request, svc: Services, parts: dict[str, str]
+) -> tuple[dict[str, Any], list[MediaSource]]:
+    """A JSON or form body, and the media of the file `parts` it uploads."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     raw = b"" if content_type == "multipart/form-data" else await request.body()
-    uploads: list[MediaSource] = []
     if content_type in ("application/json", "") or (
         # `curl -d '{...}'` without a Content-Type header sends JSON labelled as a form.
         content_type == "application/x-www-form-urlencoded" and raw.lstrip()[:1] == b"{"
     ):
-        body = parse_json_body(raw)
-    elif content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        body, uploads = await read_form(request, svc.settings.max_multipart_body)
-    else:
-        raise InvalidRequest(
-            f"Unsupported Content-Type '{content_type}': "
-            "send application/json or multipart/form-data.",
-            code="unsupported_content_type",
-        )
-    create = create_request_from(body, uploads)
+        return parse_json_body(raw), []
+    if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        return await read_form(request, svc.settings.max_multipart_body, parts)
+    raise InvalidRequest(
+        f"Unsupported Content-Type '{content_type}': send application/json or multipart/form-data.",
+        code="unsupported_content_type",
+    )
+
+
+@router.post(
+    "/videos/extensions",
+    response_model=VideoObject,
+    openapi_extra=EXTEND_BODY_DOC,
+    responses=CREATE_ERRORS,
+    dependencies=[CreateQuotaCheck],
+    summary="Continue a completed video (by id) or an uploaded clip by `seconds`",
+)
+async def extend_video(
+    request: Request,
+    response: Response,
+    svc: Svc,
+    owner: Owner,
+    idempotency_key: IdempotencyKey = None,
+) -> VideoObject:
+    """The openai SDK's `videos.extend`: a new job whose output is the source, then more."""
+    body, uploads = await _read_body(request, svc, EXTEND_FILE_PARTS)
+    extend = ExtendVideoBody.model_validate(body)
+    source, clip = None, None
+    if not uploads:
+        if extend.video is None:
+            raise InvalidRequest(
+                "video is required: upload a clip as the file part `video`, or send "
+                '{"video": {"id": "video_..."}} naming a completed video.',
+                param="video",
+            )
+        source = await store_read(svc, svc.store.get, extend.video.id, owner)
+        if source is None:
+            raise NotFound(
+                f"No video found with id '{extend.video.id}'.",
+                code="video_not_found",
+                param="video",
+            )
+        if source.status is not JobStatus.COMPLETED or not source.result:
+            raise InvalidRequest(
+                f"Video '{source.id}' must be completed before it can be extended.",
+                code="video_not_ready",
+                param="video",
+            )
+        clip = await to_thread.run_sync(svc.intake.output_video, source)
+    create = extend_request_from(extend, uploads, source, clip)
     job = await svc.intake.submit(create, owner, idempotency_key=idempotency_key)
     svc.metrics.created.labels(job.model, "openai").inc()
     return _answer(request, response, svc, job)
@@ -287,4 +372,4 @@ def delete_video(video_id: ResourceId, svc: Svc, owner: Owner) -> VideoDeleted:
     return VideoDeleted(id=job.id)
 
 
-__all__ = ["CreateVideoBody", "router"]
+__all__ = ["CreateVideoBody", "ExtendVideoBody", "router"]
