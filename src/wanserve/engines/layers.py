@@ -24,6 +24,9 @@ MAX_OBJECTS = 4
 RANSAC_PIXELS = 2.0
 ERROR_WINDOW = 5  # work pixels over which "moved" and "stayed" compete
 MOVED_MARGIN = 6.0  # gray levels by which the object's motion must explain a pixel better
+UNSEEN = 255.0  # the error of a pixel whose match falls outside the other frame
+MATCHED = 12.0  # gray levels: where only the object's motion can be tried, a match
+CHANGED = 24.0  # gray levels: where only the camera can be tried, a change
 MIN_AREA = 0.002  # share of the frame: smaller silhouettes are noise
 MAX_AREA = 0.5  # larger ones are not an object over a scene
 MIN_NCC = 0.6  # the object's two views must look alike
@@ -76,25 +79,23 @@ def find_layers(first: np.ndarray, last: np.ndarray, *, work_width: int) -> Scen
     work = (ww, max(16, round(height * ww / width)))
     small0, small1 = (cv2.resize(f, work, interpolation=cv2.INTER_AREA) for f in (first, last))
     gray0, gray1 = (cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in (small0, small1))
-    # 1. The camera, and frame 0 seen from frame 1's camera.
+    # 1. The camera, and the matches' frame-0 ends seen from frame 1's camera.
     homography, src, dst = camera_motion(gray0, gray1)
-    camera = np.eye(3) if homography is None else homography
-    aligned = cv2.warpPerspective(small0, camera, work, flags=cv2.INTER_LINEAR)
-    inside = cv2.warpPerspective(np.ones(gray0.shape, np.uint8), camera, work) > 0
     if len(src) == 0:
         return None
-    src = np.asarray(cv2.perspectiveTransform(src.reshape(-1, 1, 2), camera)).reshape(-1, 2)
-    # 2. Each object's motion and silhouettes (aligned work coordinates).
-    to_full = _work_to_full(work, (width, height))
+    camera = np.eye(3) if homography is None else homography
+    aligned = np.asarray(cv2.perspectiveTransform(src.reshape(-1, 1, 2), camera)).reshape(-1, 2)
+    # 2. Each object's motion (frame 0 to frame 1, camera included) and its silhouettes.
     silhouettes: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    left = np.linalg.norm(dst - src, axis=1) > MIN_SHIFT
+    left = np.linalg.norm(dst - aligned, axis=1) > MIN_SHIFT
     while len(silhouettes) < MAX_OBJECTS and left.sum() >= MIN_MATCHES:
-        group = _object_motion(src, dst, left)
+        group = _object_motion(aligned, dst, left)
         if group is None:
             break
-        motion, chosen = group
+        relative, chosen = group
         left[chosen] = False
-        found = _silhouettes(aligned, small1, inside, motion, src[chosen], dst[chosen])
+        motion = _square(relative) @ camera
+        found = _silhouettes(small0, small1, camera, motion, src[chosen], dst[chosen])
         if found is not None:
             silhouettes.append((motion, *found))
             # Matches on this object that RANSAC left out must not make a second one.
@@ -102,16 +103,15 @@ def find_layers(first: np.ndarray, last: np.ndarray, *, work_width: int) -> Scen
     if not silhouettes:
         return None
     # 3. Plates at full size, then the layers in input pixels.
-    full_camera = to_full @ camera @ np.linalg.inv(to_full)
-    plate0, plate1 = _plates(first, last, full_camera, silhouettes, work)
+    to_full = _work_to_full(work, (width, height))
+    from_full = np.linalg.inv(to_full)
+    plate0, plate1 = _plates(first, last, to_full @ camera @ from_full, silhouettes, work)
     layers = []
     for motion, mask0, mask1 in silhouettes:
-        full_motion = to_full @ _square(motion) @ camera @ np.linalg.inv(to_full)
-        unaligned = cv2.warpPerspective(mask0, np.linalg.inv(camera), work, flags=cv2.INTER_NEAREST)
-        alpha0, alpha1 = _alpha(unaligned, (width, height)), _alpha(mask1, (width, height))
+        alpha0, alpha1 = _alpha(mask0, (width, height)), _alpha(mask1, (width, height))
         moments = cv2.moments(alpha0)
         centre = (moments["m10"] / moments["m00"], moments["m01"] / moments["m00"])
-        layers.append(Layer(full_motion, alpha0, alpha1, centre))
+        layers.append(Layer(to_full @ motion @ from_full, alpha0, alpha1, centre))
     return Scene(plate0, plate1, layers)
 
 
@@ -140,32 +140,56 @@ def _inside_mask(mask: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 def _silhouettes(
-    aligned: np.ndarray,
+    first: np.ndarray,
     last: np.ndarray,
-    inside: np.ndarray,
+    camera: np.ndarray,
     motion: np.ndarray,
     points0: np.ndarray,
     points1: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """The object's masks (uint8 0/1, aligned work coordinates) in frame 0 and frame 1."""
-    size = (aligned.shape[1], aligned.shape[0])
-    pulled = cv2.warpAffine(last, motion, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
-    pushed = cv2.warpAffine(aligned, motion, size, flags=cv2.INTER_LINEAR)
-    stayed = _error(aligned, last)
-    moved0 = (_error(aligned, pulled) + MOVED_MARGIN < stayed) & inside
-    moved1 = _error(last, pushed) + MOVED_MARGIN < stayed
-    mask0 = _holding(moved0, points0)
-    mask1 = _holding(moved1, points1)
+    """The object's masks (uint8 0/1, work size) in frame 0 and in frame 1, each in its own
+    frame's pixels: a pixel is the object's where its motion explains the other frame
+    better than the camera's does (or the camera's view of it left the other frame)."""
+    size = (first.shape[1], first.shape[0])
+    moved0 = _better(first, last, motion, camera, inverse=True)
+    moved1 = _better(last, first, motion, camera, inverse=False)
+    mask0, mask1 = _holding(moved0, points0), _holding(moved1, points1)
     # Either view may miss parts that look like what is behind them: take both.
-    back = cv2.warpAffine(mask1, motion, size, flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
-    mask0 = _fill(np.asarray(np.maximum(mask0, back) * inside, np.uint8))
-    area = float(mask0.mean())
-    if not MIN_AREA <= area <= MAX_AREA:
+    back = cv2.warpPerspective(mask1, motion, size, flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
+    mask0 = _fill(np.asarray(np.maximum(mask0, back), np.uint8))
+    if not MIN_AREA <= float(mask0.mean()) <= MAX_AREA:
         return None
-    mask1 = np.asarray(cv2.warpAffine(mask0, motion, size, flags=cv2.INTER_NEAREST))
-    if _ncc(aligned, pulled, mask0) < MIN_NCC:
+    mask1 = np.asarray(cv2.warpPerspective(mask0, motion, size, flags=cv2.INTER_NEAREST))
+    pulled = cv2.warpPerspective(last, motion, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    seen = cv2.warpPerspective(
+        np.ones_like(mask0), motion, size, flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
+    )
+    if _ncc(first, pulled, mask0 & seen) < MIN_NCC:
         return None
     return mask0, mask1
+
+
+def _better(
+    image: np.ndarray, other: np.ndarray, motion: np.ndarray, camera: np.ndarray, *, inverse: bool
+) -> np.ndarray:
+    """Where `image`'s pixels are explained better by `other` through the object's motion
+    than through the camera's (`inverse`: the motions take `image` to `other`)."""
+    size = (image.shape[1], image.shape[0])
+    flags = cv2.INTER_LINEAR | (cv2.WARP_INVERSE_MAP if inverse else 0)
+    ones = np.ones(image.shape[:2], np.uint8)
+    errors = []
+    for matrix in (motion, camera):
+        pulled = cv2.warpPerspective(other, matrix, size, flags=flags)
+        seen = cv2.warpPerspective(ones, matrix, size, flags=flags) > 0
+        error = _error(image, pulled)
+        errors.append(np.where(seen, error, UNSEEN))
+    moved, stayed = errors
+    # Off the other frame one motion explains nothing: the other decides alone. Where the
+    # camera's view left the frame, the object's motion must match; where the object
+    # leaves the frame, what the camera sees there must have changed.
+    explained = moved + MOVED_MARGIN < stayed
+    explained = np.where(stayed >= UNSEEN, moved < MATCHED, explained)
+    return np.asarray(np.where(moved >= UNSEEN, stayed > CHANGED, explained))
 
 
 def _error(one: np.ndarray, other: np.ndarray) -> np.ndarray:
@@ -219,31 +243,28 @@ def _plates(
     height, width = first.shape[:2]
     size = (width, height)
     kernel = np.ones((2 * PLATE_GROW + 1, 2 * PLATE_GROW + 1), np.uint8)
-    hidden0 = np.zeros((work[1], work[0]), np.uint8)  # aligned work coordinates
+    hidden0 = np.zeros((work[1], work[0]), np.uint8)  # each in its own frame's work pixels
     hidden1 = np.zeros_like(hidden0)
     for _, mask0, mask1 in silhouettes:
         hidden0 = np.maximum(hidden0, cv2.dilate(mask0, kernel))
         hidden1 = np.maximum(hidden1, cv2.dilate(mask1, kernel))
-    # 1. Frame 1's plate: frame 0 (aligned) shows what frame 1's objects hide.
-    cut1 = _full_mask(hidden1, size)
+    cut0, cut1 = _full_mask(hidden0, size), _full_mask(hidden1, size)
+    ones = np.ones((height, width), np.uint8)
+    # 1. Frame 1's plate: frame 0 seen from frame 1's camera shows what its objects hide.
     aligned0 = cv2.warpPerspective(first, camera, size, flags=cv2.INTER_LINEAR)
-    seen0 = cv2.warpPerspective(np.ones((height, width), np.uint8), camera, size) > 0
+    clear0 = cv2.warpPerspective((~cut0).astype(np.uint8), camera, size) > 0
     plate1 = last.copy()
-    take = cut1 & seen0 & ~_full_mask(hidden0, size)
+    take = cut1 & clear0
     plate1[take] = aligned0[take]
-    holes = cut1 & ~take
-    if holes.any():
-        plate1 = _inpaint(plate1, holes, work)
+    if (cut1 & ~take).any():
+        plate1 = _inpaint(plate1, cut1 & ~take, work)
     # 2. Frame 0's plate: frame 1's plate seen from frame 0's camera.
-    cut0 = (
-        cv2.warpPerspective(_full_mask(hidden0, size).astype(np.uint8), np.linalg.inv(camera), size)
-        > 0
-    )
-    back = cv2.warpPerspective(plate1, np.linalg.inv(camera), size, flags=cv2.INTER_LINEAR)
-    seen1 = cv2.warpPerspective(np.ones((height, width), np.uint8), np.linalg.inv(camera), size)
+    back = np.linalg.inv(camera)
+    behind = cv2.warpPerspective(plate1, back, size, flags=cv2.INTER_LINEAR)
+    seen1 = cv2.warpPerspective(ones, back, size) > 0
     plate0 = first.copy()
-    take0 = cut0 & (seen1 > 0)
-    plate0[take0] = back[take0]
+    take0 = cut0 & seen1
+    plate0[take0] = behind[take0]
     if (cut0 & ~take0).any():
         plate0 = _inpaint(plate0, cut0 & ~take0, work)
     return plate0, plate1
