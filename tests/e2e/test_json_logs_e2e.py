@@ -24,6 +24,10 @@ def test_json_lines_from_api_and_worker_name_the_job(server_factory, media_serve
     assert created.headers["x-request-id"] == "e2e-request"
     video_id = created.json()["id"]
     assert wait_done(server.url, video_id)["status"] == "completed"
+    # The worker process's stage timings reach the API's /metrics through the store.
+    metrics = httpx.get(f"{server.url}/metrics").text
+    for stage in ("queue_wait", "generate", "encode", "store"):
+        assert f'wanserve_stage_seconds_count{{stage="{stage}"}} 1.0' in metrics
     server.stop()
     port = server.url.rsplit(":", 1)[1]
     text = (server.data_dir.parent / f"server-{port}.log").read_text()

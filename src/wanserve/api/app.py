@@ -21,7 +21,7 @@ from wanserve.api.metrics import Metrics
 from wanserve.api.openapi import install_openapi
 from wanserve.api.quota import CreateQuota
 from wanserve.api.requestid import RequestContext
-from wanserve.api.routes import dashscope, events, playground, system, videos
+from wanserve.api.routes import dashscope, events, playground, system, usage, videos
 from wanserve.api.services import Services
 from wanserve.api.signing import UrlSigner
 from wanserve.api.timing import RequestTimer
@@ -100,15 +100,16 @@ def create_app(
         "behind OpenAI- and DashScope-compatible asynchronous video APIs.",
         lifespan=lifespan,
     )
+    metrics = Metrics(store, fleet, registry, settings.job_lease, feed=feed)
     app.state.services = Services(
         settings=settings,
         store=store,
         storage=storage,
         registry=registry,
-        intake=Intake(settings, store, storage, registry, fetcher, queue),
+        intake=Intake(settings, store, storage, registry, fetcher, queue, observer=metrics),
         keys=keys,
         signer=UrlSigner.from_settings(settings),
-        metrics=Metrics(store, fleet, registry, settings.job_lease),
+        metrics=metrics,
         fleet=fleet,
         feed=feed,
     )
@@ -118,6 +119,7 @@ def create_app(
     install_openapi(app)
     app.include_router(videos.router)
     app.include_router(events.router)
+    app.include_router(usage.router)
     app.include_router(system.router)
     app.include_router(dashscope.router)
     app.include_router(playground.router)

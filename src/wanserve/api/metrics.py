@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
@@ -18,7 +18,9 @@ from wanserve.engines.registry import EngineRegistry
 from wanserve.jobs.delivery import Outbox
 from wanserve.jobs.fleet import Fleet
 from wanserve.jobs.model import JobStatus
+from wanserve.jobs.stages import StageMetrics
 from wanserve.jobs.store import JobStore
+from wanserve.jobs.watch import ChangeFeed
 from wanserve.jobs.webhooks import DELIVERED, FAILED, GONE, PENDING
 
 
@@ -56,6 +58,24 @@ class WebhookCollector(Collector):
         counts = self.outbox.counts()
         for state in (PENDING, DELIVERED, GONE, FAILED):
             family.add_metric([state], counts.get(state, 0))
+        yield family
+
+
+class StageCollector(Collector):
+    """`wanserve_stage_seconds{stage}`: queue wait, generate, encode, store, fleet-wide."""
+
+    def __init__(self, stages: StageMetrics):
+        self.stages = stages
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        """One histogram sample set per stage seen so far."""
+        family = HistogramMetricFamily(
+            "wanserve_stage_seconds",
+            "How long each stage of a job took (every worker, from the store).",
+            labels=["stage"],
+        )
+        for stage, (buckets, total) in sorted(self.stages.histograms().items()):
+            family.add_metric([stage], buckets, total)
         yield family
 
 
@@ -98,13 +118,42 @@ class FleetCollector(Collector):
 class Metrics:
     """The app's registry and the instruments its routes update."""
 
-    def __init__(self, store: JobStore, fleet: Fleet, engines: EngineRegistry, ttl: float):
+    def __init__(
+        self,
+        store: JobStore,
+        fleet: Fleet,
+        engines: EngineRegistry,
+        ttl: float,
+        *,
+        feed: ChangeFeed | None = None,
+    ):
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self.registry.register(JobStateCollector(store))
         self.registry.register(FleetCollector(fleet, engines, ttl))
         self.registry.register(WebhookCollector(Outbox(store.engine, clock=store.clock)))
+        self.registry.register(StageCollector(StageMetrics(store.engine)))
+        # Media is fetched by the API process that takes the create: counted here.
+        self.fetch = Histogram(
+            "wanserve_fetch_seconds",
+            "Time to fetch one media URL at create.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
+            registry=self.registry,
+        )
+        self.fetch_failures = Counter(
+            "wanserve_fetch_failures",
+            "Media URLs refused or failed at create, by reason (the error code).",
+            ["reason"],
+            registry=self.registry,
+        )
+        streams = Gauge(
+            "wanserve_event_streams",
+            "Open GET /v1/videos/{id}/events streams in this API process.",
+            registry=self.registry,
+        )
+        if feed is not None:
+            streams.set_function(lambda: feed.open_streams)
         self.created = Counter(
             "wanserve_jobs_created",
             "Jobs accepted, by model and API family.",
@@ -117,3 +166,11 @@ class Metrics:
             ["method", "route", "status"],
             registry=self.registry,
         )
+
+    def fetched(self, seconds: float) -> None:
+        """Intake's observer: one media URL fetched."""
+        self.fetch.observe(seconds)
+
+    def fetch_failed(self, reason: str) -> None:
+        """Intake's observer: one media URL refused or failed."""
+        self.fetch_failures.labels(reason).inc()

@@ -171,6 +171,16 @@ class RateBucketRow(Base):
     counted_at: Mapped[float] = mapped_column(Float)
 
 
+class StageMetricRow(Base):
+    """One bucket (or the sum) of a stage's duration histogram, shared by every process."""
+
+    __tablename__ = "stage_metrics"
+
+    stage: Mapped[str] = mapped_column(String(32), primary_key=True)
+    le: Mapped[str] = mapped_column(String(16), primary_key=True)  # "0.5", "+Inf" or "sum"
+    value: Mapped[float] = mapped_column(Float)
+
+
 # Execution option of the write transactions (see `writer`).
 WRITE = "wanserve_write"
 # Execution option of reads that are one statement (see `single_reads`).

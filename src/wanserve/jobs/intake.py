@@ -13,18 +13,20 @@ import json
 import logging
 import secrets
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from anyio import to_thread
 
 from wanserve.engines.registry import EngineRegistry
 from wanserve.errors import (
     InvalidRequest,
+    MediaError,
     NotFound,
     StorageUnavailable,
     StoreUnavailable,
@@ -139,6 +141,16 @@ def output_size(size: str, first_width: int, first_height: int) -> tuple[int, in
     return int(width), int(height)
 
 
+class FetchObserver(Protocol):
+    """Told how media fetches went (the API's metrics)."""
+
+    def fetched(self, seconds: float) -> None:
+        """One URL fetched in `seconds`."""
+
+    def fetch_failed(self, reason: str) -> None:
+        """One URL refused or failed; `reason` is the error code (media_fetch_timeout...)."""
+
+
 class Intake:
     """Validates, stores and enqueues new jobs."""
 
@@ -150,8 +162,11 @@ class Intake:
         registry: EngineRegistry,
         fetcher: MediaFetcher,
         queue: JobQueue | None = None,
+        *,
+        observer: FetchObserver | None = None,
     ):
         self.settings = settings
+        self.observer = observer
         self.store = store
         self.storage = storage
         self.registry = registry
@@ -257,9 +272,19 @@ class Intake:
         if item.data is not None:
             return item.data
         assert item.url is not None
-        return await self.fetcher.fetch(
-            item.url, max_bytes=self._limit(item.type), param=item.param
-        )
+        fetched = item.url.strip()[:5].lower() != "data:"
+        started = time.monotonic()
+        try:
+            data = await self.fetcher.fetch(
+                item.url, max_bytes=self._limit(item.type), param=item.param
+            )
+        except MediaError as exc:
+            if fetched and self.observer is not None:
+                self.observer.fetch_failed(exc.code)
+            raise
+        if fetched and self.observer is not None:
+            self.observer.fetched(time.monotonic() - started)
+        return data
 
     def _limit(self, media_type: str) -> int:
         if media_type == "driving_audio":

@@ -35,6 +35,7 @@ from wanserve.jobs.maintenance import Maintenance
 from wanserve.jobs.model import ErrorCode, Job, JobStatus, MediaRef
 from wanserve.jobs.queue import DatabaseQueue, JobQueue
 from wanserve.jobs.routing import apply_deadlines
+from wanserve.jobs.stages import StageMetrics
 from wanserve.jobs.store import JobStore
 from wanserve.logs import log_context
 from wanserve.media.clip import save_last_frame
@@ -80,6 +81,7 @@ class Worker:
         self.maintenance = Maintenance(settings, store, storage, self.queue, self.routes)
         self.fleet = Fleet(store.engine, clock=store.clock)
         self.dispatcher = Dispatcher.from_settings(settings, store.engine, store.clock)
+        self.stages = StageMetrics(store.engine)
         self._started_at = self.clock()
 
     def consume(self) -> None:
@@ -231,6 +233,8 @@ class Worker:
         )
         beat.start()
         logger.info("job %s: started (attempt %d, engine %s)", job.id, job.attempts, job.engine)
+        if job.attempts == 1:  # a retried job's wait is counted once
+            self.stages.observe("queue_wait", (job.started_at or self.clock()) - job.created_at)
         try:
             rendered, metadata = self._produce(job, context)
             self._publish(job, rendered, metadata)
@@ -269,7 +273,10 @@ class Worker:
         request = self._request_for(job, context.work_dir)
         engine = self.registry.engine_for(job.route)
         context.raise_if_cancelled()
-        output = engine.generate(request, context)
+        # An engine may hand back frames made as they are read: those count as encoding.
+        with self.stages.timed("generate"):
+            output = engine.generate(request, context)
+        encoding_started = time.monotonic()
         audio_path = request.driving_audio.path if request.driving_audio else None
         duration = float(request.seconds)
         if request.first_clip is not None and isinstance(output, FrameStream):
@@ -302,6 +309,7 @@ class Worker:
             preset=self.settings.encoder_preset,
             on_progress=on_progress,
         )
+        self.stages.observe("encode", time.monotonic() - encoding_started)
         return rendered, dict(output.metadata)
 
     def _request_for(self, job: Job, work_dir: Path) -> GenerationRequest:
@@ -352,10 +360,11 @@ class Worker:
             "thumbnail": rendered.thumbnail_path,
             "spritesheet": rendered.spritesheet_path,
         }
-        for variant, path in paths.items():
-            self.storage.put_file(
-                output_key(job.id, variant), path, OUTPUT_FILES[variant].content_type
-            )
+        with self.stages.timed("store"):
+            for variant, path in paths.items():
+                self.storage.put_file(
+                    output_key(job.id, variant), path, OUTPUT_FILES[variant].content_type
+                )
         now = self.clock()
         result = {
             "width": rendered.width,
