@@ -311,3 +311,24 @@ def test_event_stream_drives_progress_and_resumes(server_factory, playground, me
     assert streams[0]["authorization"] == f"Bearer {KEY_A}"
     # Everything came from the stream: no polling of the video itself.
     assert f"{server.url}/v1/videos/{video['id']}" not in playground.urls()
+
+
+def test_the_real_event_stream_drives_the_page_to_completed(
+    server_factory, playground, media_server
+):
+    """The page against this server's own `GET /v1/videos/{id}/events`, the worker in
+    another process: progress climbs, the video completes, nothing is polled."""
+    server = server_factory(workers=1, WANSERVE_STREAM_HEARTBEAT="1")
+    page = playground.page
+    playground.open(server.url, KEY_A)
+    page.evaluate(RECORD_PROGRESS)
+    video = create(server.url, media_server, prompt="streamed for real", seconds="4")
+    page.reload()
+    page.evaluate(RECORD_PROGRESS)
+    page.click(f".history-item[data-id='{video['id']}']")
+    playground.wait_status("completed")
+    seen = page.evaluate("window.progressValues()")
+    assert seen == sorted(seen) and seen[-1] == 100 and len(set(seen)) >= 3
+    assert page.get_attribute("#job-view", "data-transport") == "stream"
+    assert f"{server.url}/v1/videos/{video['id']}" not in playground.urls()
+    assert playground.errors == []
