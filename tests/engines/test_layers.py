@@ -96,3 +96,26 @@ def test_the_path_is_in_the_metadata(background, sprite) -> None:
     assert found["displacement"] == pytest.approx([300, 100], abs=2)
     assert found["from"] == pytest.approx([30 + 47.5, 40 + 31.5], abs=3)
     assert found["scale"] == pytest.approx(1.0, abs=0.02)
+
+
+def _posed(shift: int) -> np.ndarray:
+    """The cat's face with its lower half (the "legs") moved `shift` source pixels right."""
+    cat = np.ascontiguousarray(data.chelsea()[20:280, 20:451])
+    face = cat[:, 40:400].copy()
+    face[130:] = cat[130:, 40 - shift : 400 - shift]
+    return np.asarray(cv2.resize(face, SPRITE, interpolation=cv2.INTER_AREA))
+
+
+def test_a_changed_pose_morphs_instead_of_double_exposing(background) -> None:
+    first = _paste(background, _posed(0), 30, 40)
+    last = _paste(background, _posed(40), 300, 150)
+    truth = _posed(20)
+    scene = find_layers(first, last, work_width=WIDTH)
+    assert scene is not None
+    plates = FlowInterpolator(scene.plate0, scene.plate1)
+    errors = []
+    for morph in (True, False):
+        middle = LayeredMotion(first, last, scene, plates, morph=morph).frame_at(0.5)
+        seen = middle[95 : 95 + SPRITE[1], 165 : 165 + SPRITE[0]].astype(np.float32)
+        errors.append(np.abs(seen - truth).mean())
+    assert errors[0] < 0.8 * errors[1], errors

@@ -3,22 +3,28 @@
 The background is the flow interpolation of the two plates (objects cut out), so the
 camera's pan, zoom or roll is today's. Each object travels on top: its centre on a
 straight line (the frame times carry the easing and the audio's pacing), turning and
-scaling at an even rate, its two views crossed from the first to the last, with their
-feathered silhouettes as the layer's alpha. Work is limited to the box the object covers.
+scaling at an even rate, its two views crossed from the first to the last and drawn
+part of the way along the flow between them (`AppearanceFlow`: a cat whose legs differ
+morphs), with their feathered silhouettes as the layer's alpha. Work is limited to the
+box the object covers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 
 from wanserve.engines.flow import FlowInterpolator
 from wanserve.engines.layers import Layer, Scene
+from wanserve.engines.morph import AppearanceFlow
 
 STILL_PIXELS = 0.5  # background flow below this everywhere: the scene is still
 _EPS = 1e-4
+_REPLICATE = cv2.BORDER_REPLICATE
+_NO_MAP: Any = None  # cv2's stubs do not admit the documented "no second map"
 _SHOWN = 0.01  # alpha below which a pixel is not part of the object
 
 
@@ -34,6 +40,7 @@ class _Path:
     rest: np.ndarray  # 3x3 left of the motion once the similarity is undone
     box0: np.ndarray  # corners (4 x 1 x 2) of the object in frame 0
     box1: np.ndarray  # and in frame 1
+    morph: AppearanceFlow | None  # how its look changes beyond the rigid path, if it does
 
     def at(self, t: float) -> np.ndarray:
         """3x3 taking frame-0 pixels to where the object's points are at time t (no camera)."""
@@ -50,7 +57,13 @@ class LayeredMotion:
     """The frame at time t of a scene split into a background and moving objects."""
 
     def __init__(
-        self, first: np.ndarray, last: np.ndarray, scene: Scene, background: FlowInterpolator
+        self,
+        first: np.ndarray,
+        last: np.ndarray,
+        scene: Scene,
+        background: FlowInterpolator,
+        *,
+        morph: bool = True,
     ):
         self.first, self.last = first, last
         self.background = background
@@ -62,7 +75,11 @@ class LayeredMotion:
         )
         self._ones = np.ones(first.shape[:2], np.float32)
         camera = background.camera_at(1.0)
-        self._paths = [_path(layer, np.linalg.inv(camera) @ layer.motion) for layer in scene.layers]
+        self._paths = []
+        for layer in scene.layers:
+            flow = AppearanceFlow.between(first, last, layer.motion, layer.alpha1)
+            path = _path(layer, np.linalg.inv(camera) @ layer.motion, flow if morph else None)
+            self._paths.append(path)
 
     def frame_at(self, t: float) -> np.ndarray:
         """The in-between frame at time t in [0, 1], at the inputs' size."""
@@ -100,19 +117,28 @@ class LayeredMotion:
         right, bottom = min(width, right), min(height, bottom)
         if right <= left or bottom <= top:
             return
-        size = (right - left, bottom - top)
-        offset = np.array([[1.0, 0, -left], [0, 1.0, -top], [0, 0, 1.0]])
+        # Each output pixel traced back into frame 1 along the path, then part of the way
+        # along the appearance flow into either view, and from frame 1 into frame 0.
+        xs = np.arange(left, right, dtype=np.float32)
+        ys = np.arange(top, bottom, dtype=np.float32)
+        grid = np.dstack(np.meshgrid(xs, ys))
+        points1 = np.asarray(cv2.perspectiveTransform(grid, np.linalg.inv(from1)), np.float32)
+        points0 = points1
+        if path.morph is not None:
+            forward, backward = path.morph.offsets(points1)
+            points0 = np.asarray(points1 + t * backward, np.float32)
+            points1 = np.asarray(points1 + (1.0 - t) * forward, np.float32)
+        points0 = np.asarray(
+            cv2.perspectiveTransform(points0, np.linalg.inv(layer.motion)), np.float32
+        )
         views = []
-        for image, alpha, matrix, weight in (
-            (self.first, layer.alpha0, offset @ from0, 1.0 - t),
-            (self.last, layer.alpha1, offset @ from1, t),
+        for image, alpha, points, weight in (
+            (self.first, layer.alpha0, points0, 1.0 - t),
+            (self.last, layer.alpha1, points1, t),
         ):
-            colour = cv2.warpPerspective(
-                image, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-            )
-            shown = cv2.warpPerspective(alpha, matrix, size, flags=cv2.INTER_LINEAR)
-            seen = cv2.warpPerspective(self._ones, matrix, size, flags=cv2.INTER_LINEAR)
-            views.append((colour, shown, weight * seen))
+            colour = cv2.remap(image, points, _NO_MAP, cv2.INTER_LINEAR, borderMode=_REPLICATE)
+            shown = cv2.remap(alpha, points, _NO_MAP, cv2.INTER_LINEAR)
+            views.append((colour, shown, weight * _inside(points, width, height)))
         (colour0, alpha0, seen0), (colour1, alpha1, seen1) = views
         # A view outside its own frame says nothing: the other view stands in for it.
         part0, part1 = seen0 * alpha0, seen1 * alpha1
@@ -123,7 +149,14 @@ class LayeredMotion:
         region[...] = cv2.blendLinear(region, colour, 1.0 - alpha, alpha)
 
 
-def _path(layer: Layer, relative: np.ndarray) -> _Path:
+def _inside(points: np.ndarray, width: int, height: int) -> np.ndarray:
+    """1 where points fall inside a width x height frame, else 0 (float32)."""
+    x, y = points[..., 0], points[..., 1]
+    inside = (x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5)
+    return inside.astype(np.float32)
+
+
+def _path(layer: Layer, relative: np.ndarray, morph: AppearanceFlow | None) -> _Path:
     """The object's path from its motion with the camera's taken out (frame-0 pixels)."""
     relative = relative / relative[2, 2]
     centre = np.array(layer.centre0, np.float64)
@@ -148,6 +181,7 @@ def _path(layer: Layer, relative: np.ndarray) -> _Path:
         rest=rest / rest[2, 2],
         box0=_box(layer.alpha0),
         box1=_box(layer.alpha1),
+        morph=morph,
     )
 
 
