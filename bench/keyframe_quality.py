@@ -7,7 +7,7 @@ Clips with known motion are built from photos shipped with scikit-image: a horiz
 pan, a zoom, a rotation, and an object moving over a still background; then objects
 that travel far (photo crops with a soft elliptical edge over photo backgrounds): a
 quarter, a half and the whole frame width, diagonal, two at once, one that grows, one
-over a camera pan, one that ends half out of the frame. Each method gets only the first
+over a camera pan, one that turns 30 degrees, one that ends half out of the frame. Each method gets only the first
 and the last frame and makes the frames between; every in-between is scored against the
 truth (PSNR, SSIM) and, for the travelling objects, by the share of in-betweens showing
 each object whole at its true place (NCC of its pixels with the truth's >= 0.8).
@@ -30,6 +30,7 @@ import numpy as np
 from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from wanserve.engines.flow import FlowInterpolator
 from wanserve.engines.keyframe import choose_motion
 
 WHOLE_NCC = 0.8  # an object "whole at its true place" correlates at least this well
@@ -112,13 +113,15 @@ class Mover:
     """A photo crop with a soft elliptical edge travelling across the clip.
 
     Positions are the sprite's centre as shares of the frame's width and height, at the
-    first and the last frame; `grow` is its size at the end relative to the start.
+    first and the last frame; `grow` is its size at the end relative to the start, `turn`
+    how far it has turned by then.
     """
 
     sprite: np.ndarray
     start: tuple[float, float]
     end: tuple[float, float]
     grow: float = 1.0
+    turn: float = 0.0  # degrees turned by the end, anticlockwise on screen
 
 
 def _sprite(image: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int]):
@@ -157,9 +160,8 @@ def travel_clip(
                 (a + (b - a) * t) * side
                 for a, b, side in zip(mover.start, mover.end, size, strict=True)
             ]
-            place = np.array(
-                [[zoom, 0, centre[0] - zoom * w / 2], [0, zoom, centre[1] - zoom * h / 2]]
-            )
+            place = cv2.getRotationMatrix2D((w / 2, h / 2), mover.turn * t, zoom)
+            place[:, 2] += (centre[0] - w / 2, centre[1] - h / 2)
             layer = cv2.warpAffine(mover.sprite, place, size, flags=cv2.INTER_LINEAR)
             alpha = cv2.warpAffine(_ellipse((w, h)), place, size, flags=cv2.INTER_LINEAR)
             frame = frame * (1 - alpha[..., None]) + layer * alpha[..., None]
@@ -198,6 +200,7 @@ def _travelling(frames: int, size: tuple[int, int]) -> dict[str, Any]:
         ),
         "scaling": (rocket, [Mover(small_cat, (0.2, 0.6), (0.6, 0.45), grow=1.6)], 0),
         "over a pan": (coffee, [Mover(cat, (0.2, 0.6), (0.65, 0.4))], 0.15),
+        "turning": (astronaut, [Mover(cat, (0.25, 0.4), (0.7, 0.6), turn=30)], 0),
         "leaving": (rocket, [Mover(cat, (0.35, 0.5), (1.0, 0.4))], 0),  # half out at the end
     }
 
@@ -222,6 +225,12 @@ def flow_method(first: np.ndarray, last: np.ndarray, frames: int) -> Clip:
     """The keyframe engine's motion (layers, flow or fallback, as the engine chooses)."""
     motion, _ = choose_motion(first, last, work_width=640, seed=0)
     return [motion.frame_at(i / (frames - 1)) for i in range(frames)]
+
+
+def flow_alone_method(first: np.ndarray, last: np.ndarray, frames: int) -> Clip:
+    """The flow interpolator on the frames as they are: the engine before object layers."""
+    interpolator = FlowInterpolator(first, last)
+    return [interpolator.frame_at(i / (frames - 1)) for i in range(frames)]
 
 
 def crossfade_method(first: np.ndarray, last: np.ndarray, frames: int) -> Clip:
@@ -283,6 +292,7 @@ CLIPS: dict[str, Callable[[int, tuple[int, int]], Clip]] = {
 }
 METHODS: dict[str, Method] = {
     "flow (keyframe)": flow_method,
+    "flow alone": flow_alone_method,
     "crossfade": crossfade_method,
     "minterpolate mci": minterpolate_method,
 }

@@ -119,3 +119,29 @@ def test_a_changed_pose_morphs_instead_of_double_exposing(background) -> None:
         seen = middle[95 : 95 + SPRITE[1], 165 : 165 + SPRITE[0]].astype(np.float32)
         errors.append(np.abs(seen - truth).mean())
     assert errors[0] < 0.8 * errors[1], errors
+
+
+def test_an_object_that_turns_and_grows_is_followed(background, sprite) -> None:
+    """Placed by a similarity: the metadata's turn and scale are the ones it was given."""
+    h, w = sprite.shape[:2]
+
+    def placed(x: float, y: float, angle: float, scale: float) -> np.ndarray:
+        matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+        matrix[:, 2] += (x - w / 2, y - h / 2)
+        layer = cv2.warpAffine(sprite, matrix, (WIDTH, HEIGHT), flags=cv2.INTER_LINEAR)
+        inside = cv2.warpAffine(np.ones((h, w), np.float32), matrix, (WIDTH, HEIGHT)) > 0.5
+        frame = background.copy()
+        frame[inside] = layer[inside]
+        return frame
+
+    first, last = placed(100, 90, 0, 1.0), placed(340, 170, 20, 1.3)
+    motion, metadata = choose_motion(first, last, work_width=WIDTH, seed=0)
+    [found] = metadata["objects"]
+    assert found["scale"] == pytest.approx(1.3, abs=0.03)
+    assert found["angle"] == pytest.approx(-20, abs=1.5)  # clockwise; OpenCV's anticlockwise
+    truth = placed(220, 130, 10, np.sqrt(1.3))
+    middle = motion.frame_at(0.5)
+    box = (slice(90, 170), slice(160, 280))
+    error = np.abs(middle[box].astype(np.float32) - truth[box]).mean()
+    crossfade = np.abs((first[box] / 2 + last[box] / 2) - truth[box]).mean()
+    assert error < 0.3 * crossfade

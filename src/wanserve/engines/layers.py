@@ -49,7 +49,8 @@ class Layer:
     centre0: tuple[float, float]
 
     def summary(self) -> dict[str, Any]:
-        """What the job's metadata says about the object: where it went and how."""
+        """What the job's metadata says about the object: where its centre went (input
+        pixels, camera included), its scale and its turn (degrees, clockwise on screen)."""
         x, y = self.centre0
         end = cv2.perspectiveTransform(np.array([[[x, y]]], np.float64), self.motion)[0, 0]
         linear = self.motion[:2, :2] / self.motion[2, 2]
