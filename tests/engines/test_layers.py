@@ -145,3 +145,23 @@ def test_an_object_that_turns_and_grows_is_followed(background, sprite) -> None:
     error = np.abs(middle[box].astype(np.float32) - truth[box]).mean()
     crossfade = np.abs((first[box] / 2 + last[box] / 2) - truth[box]).mean()
     assert error < 0.3 * crossfade
+
+
+def test_a_smooth_object_features_miss_is_matched_by_template(background) -> None:
+    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
+
+    def ball(cx: int, cy: int) -> np.ndarray:
+        """A shaded plain blue ball: nothing on it for ORB to match."""
+        alpha = np.clip(30 - np.hypot(xx - cx, yy - cy), 0, 1)[..., None]
+        shade = np.clip(1 - np.hypot(xx - cx + 8, yy - cy + 8) / 60, 0.3, 1)[..., None]
+        colour = np.array([60, 120, 230], np.float32) * shade
+        frame = background * (1 - alpha) + colour * alpha
+        return np.clip(frame + 0.5, 0, 255).astype(np.uint8)
+
+    first, last = ball(60, 200), ball(380, 80)
+    scene = find_layers(first, last, work_width=WIDTH)
+    assert scene is not None and len(scene.layers) == 1
+    assert scene.layers[0].summary()["displacement"] == pytest.approx([320, -120], abs=2)
+    motion = LayeredMotion(first, last, scene, FlowInterpolator(scene.plate0, scene.plate1))
+    middle = motion.frame_at(0.5).astype(np.float32)
+    assert np.abs(middle - ball(220, 140)).mean() < 1.0

@@ -2,7 +2,8 @@
 
 Camera motion (a homography) is taken out first. ORB matches the camera does not explain
 are grouped by RANSAC into object motions (similarities), matched however far the object
-went. For each motion the object's silhouette is the set of pixels that the motion
+went; when they give none, the blobs that changed are matched by template (`templates`).
+For each motion the object's silhouette is the set of pixels that the motion
 explains better than staying still, in the component(s) holding the motion's matches.
 The background plate of each frame is that frame with the object cut out and the other
 frame's view of what is behind it put in; where both frames hide it, it is inpainted.
@@ -17,6 +18,7 @@ import cv2
 import numpy as np
 
 from wanserve.engines.flow import camera_motion
+from wanserve.engines.templates import template_motions
 
 MIN_SHIFT = 3.0  # work pixels an object must move against the scene
 MIN_MATCHES = 10  # ORB matches behind one object's motion
@@ -82,10 +84,10 @@ def find_layers(first: np.ndarray, last: np.ndarray, *, work_width: int) -> Scen
     gray0, gray1 = (cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in (small0, small1))
     # 1. The camera, and the matches' frame-0 ends seen from frame 1's camera.
     homography, src, dst = camera_motion(gray0, gray1)
-    if len(src) == 0:
-        return None
     camera = np.eye(3) if homography is None else homography
-    aligned = np.asarray(cv2.perspectiveTransform(src.reshape(-1, 1, 2), camera)).reshape(-1, 2)
+    aligned = src
+    if len(src):
+        aligned = np.asarray(cv2.perspectiveTransform(src.reshape(-1, 1, 2), camera)).reshape(-1, 2)
     # 2. Each object's motion (frame 0 to frame 1, camera included) and its silhouettes.
     silhouettes: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     left = np.linalg.norm(dst - aligned, axis=1) > MIN_SHIFT
@@ -101,9 +103,15 @@ def find_layers(first: np.ndarray, last: np.ndarray, *, work_width: int) -> Scen
             silhouettes.append((motion, *found))
             # Matches on this object that RANSAC left out must not make a second one.
             left &= ~_inside_mask(found[0], src) & ~_inside_mask(found[1], dst)
+    # 3. When features matched nothing, the changed blobs matched by their look.
+    if not silhouettes:
+        for motion, points0, points1 in template_motions(small0, small1, camera, limit=2):
+            found = _silhouettes(small0, small1, camera, motion, points0, points1)
+            if found is not None:
+                silhouettes.append((motion, *found))
     if not silhouettes:
         return None
-    # 3. Plates at full size, then the layers in input pixels.
+    # 4. Plates at full size, then the layers in input pixels.
     to_full = _work_to_full(work, (width, height))
     from_full = np.linalg.inv(to_full)
     plate0, plate1 = _plates(first, last, to_full @ camera @ from_full, silhouettes, work)
