@@ -7,10 +7,11 @@ Clips with known motion are built from photos shipped with scikit-image: a horiz
 pan, a zoom, a rotation, and an object moving over a still background; then objects
 that travel far (photo crops with a soft elliptical edge over photo backgrounds): a
 quarter, a half and the whole frame width, diagonal, two at once, one that grows, one
-over a camera pan, one that turns 30 degrees, one that ends half out of the frame. Each method gets only the first
-and the last frame and makes the frames between; every in-between is scored against the
-truth (PSNR, SSIM) and, for the travelling objects, by the share of in-betweens showing
-each object whole at its true place (NCC of its pixels with the truth's >= 0.8).
+over a camera pan, one that turns 30 degrees, one that ends half out of the frame. Each
+method gets only the first and the last frame and makes the frames between; every
+in-between is scored against the truth (PSNR, SSIM) and, for the travelling objects, by
+the share of in-betweens showing each object whole at its true place (NCC of its pixels
+with the truth's >= 0.8).
 Baselines in the same run: a linear crossfade and FFmpeg's `minterpolate` in
 motion-compensated mode (through PyAV's libavfilter).
 """
