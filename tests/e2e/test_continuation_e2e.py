@@ -11,6 +11,7 @@ from pathlib import Path
 import av
 import httpx
 import pytest
+from dashscope.v2 import Client
 from e2e_helpers import KEY_A, wait_done
 
 from helpers import clip_bytes, pan_frames
@@ -60,3 +61,28 @@ def test_curl_uploads_a_clip_to_extend(server_factory, tmp_path: Path):
     seconds, rate, sound = _length(httpx.get(video["video_url"], headers=AUTH_A).content)
     assert abs(seconds - 5.5) <= 1 / rate
     assert sound  # the clip's own track, under the clip
+
+
+def test_dashscope_sdk_continues_a_first_clip(server_factory, media_server, media_dir):
+    server = server_factory()
+    (media_dir / "sdk-clip.mp4").write_bytes(clip_bytes(pan_frames(72)))  # 3 s, no sound
+    client = Client(api_key=KEY_A, base_url=f"{server.url}/api/v1")
+    job = client.videos.jobs.create(
+        model="wan2.7-i2v",
+        prompt="the camera keeps going",
+        media=[
+            {"type": "first_clip", "url": f"{media_server}/sdk-clip.mp4"},
+            {"type": "driving_audio", "url": f"{media_server}/audio.wav"},
+        ],
+        resolution="720P",
+        duration=5,
+    )
+    done = client.videos.jobs.wait(job, poll_interval=0.2, max_interval=0.5, timeout=120)
+    assert done.succeeded and done.video_url, done
+    task = httpx.get(f"{server.url}/api/v1/tasks/{job.task_id}", headers=AUTH_A).json()
+    assert task["usage"]["video_duration"] == 5  # the whole video, as DashScope counts
+    video = httpx.get(f"{server.url}/v1/videos/{job.task_id}", headers=AUTH_A).json()
+    assert video["seconds"] == "2" and video["metadata"]["source_seconds"] == 3.0
+    seconds, rate, sound = _length(httpx.get(done.video_url, headers=AUTH_A).content)
+    assert abs(seconds - 5.0) <= 1 / rate
+    assert sound  # the driving audio, under the new part

@@ -9,9 +9,10 @@ from typing import Any
 import av
 import pytest
 
-from fakes.context import FakeContext, make_request
+from fakes.context import FakeContext, make_request, tiny_mp4
 from fakes.provider import API_KEY, FakeProvider, Fault
 from wanserve.engines import dashscope
+from wanserve.engines.base import MediaInput
 from wanserve.engines.upstream import RESULT_GONE
 from wanserve.errors import EngineError, JobCancelled, UpstreamError
 from wanserve.settings import Settings
@@ -289,3 +290,22 @@ def test_an_api_key_is_required(monkeypatch):
     monkeypatch.delenv("WANSERVE_DASHSCOPE_API_KEY", raising=False)
     with pytest.raises(EngineError, match="API_KEY"):
         dashscope.create_engine(Settings(), {})
+
+
+def test_a_continuation_forwards_the_clip_as_first_clip(fake, tmp_path):
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(tiny_mp4())
+    public = MediaInput(clip, "video/mp4", "https://videos.example.com/clip.mp4", duration=3.0)
+    run(fake, tmp_path, public=True, first_clip=public, seconds=4)
+    body = fake.submissions[0]["body"]
+    assert body["input"]["media"] == [
+        {"type": "first_clip", "url": "https://videos.example.com/clip.mp4"},
+        {"type": "last_frame", "url": "https://images.example.com/last.png"},
+    ]
+    assert body["parameters"]["duration"] == 7  # DashScope counts the clip in the duration
+    # A clip only we hold is uploaded to temporary storage like any other medium.
+    local = MediaInput(clip, "video/mp4", None, duration=3.0)
+    run(fake, tmp_path, first_clip=local, last_frame=None, seconds=2)
+    media = fake.submissions[1]["body"]["input"]["media"]
+    assert [item["type"] for item in media] == ["first_clip"]
+    assert fake.uploads[media[0]["url"].removeprefix("oss://")] == tiny_mp4()

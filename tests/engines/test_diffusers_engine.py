@@ -232,3 +232,20 @@ def test_same_seed_same_frames_in_another_process(
     env = os.environ | {"HF_HUB_OFFLINE": "1"}
     subprocess.run([sys.executable, "-c", _OTHER_PROCESS, *argv], check=True, env=env)
     assert np.array_equal(here, np.load(out))
+
+
+@pytest.mark.parametrize("layout", ["wan2.1-flf2v", "wan2.2-a14b"])
+def test_a_continuation_without_a_last_frame_is_image_to_video(
+    layout: str, flf2v: DiffusersEngine, a14b: DiffusersEngine, frames_dir: Path, tmp_path: Path
+) -> None:
+    # The worker hands the clip's last frame over as the first frame; no last frame to reach.
+    engine = {"wan2.1-flf2v": flf2v, "wan2.2-a14b": a14b}[layout]
+    clip = MediaInput(frames_dir / "first.png", "video/mp4", duration=3.0)
+    request = _request(frames_dir, width=96, height=64, last_frame=None, first_clip=clip)
+    if layout == "wan2.1-flf2v":  # its image encoder conditions on two frames
+        with pytest.raises(EngineError, match="needs a last frame"):
+            engine.generate(request, Context(tmp_path))
+        return
+    frames = list(engine.generate(request, Context(tmp_path)).frames)
+    assert len(frames) == 2 * 16 + 1
+    assert {f.shape for f in frames} == {(64, 96, 3)}

@@ -10,9 +10,10 @@ from typing import Any
 import av
 import pytest
 
-from fakes.context import FakeContext, make_request
+from fakes.context import FakeContext, make_request, tiny_mp4
 from fakes.provider import API_KEY, FakeProvider, Fault
 from wanserve.engines import openai_upstream
+from wanserve.engines.base import MediaInput
 from wanserve.errors import EngineError, JobCancelled, UpstreamError
 from wanserve.settings import Settings
 
@@ -154,3 +155,34 @@ def test_settings_come_from_options_then_environment(monkeypatch):
     assert engine.config.upstream_model == "sora-2"
     engine = openai_upstream.create_engine(Settings(), {"upstream_model": "wan2.7-i2v"})
     assert engine.config.upstream_model == "wan2.7-i2v"
+
+
+def _clip(tmp_path: Path) -> MediaInput:
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(tiny_mp4())
+    return MediaInput(clip, "video/mp4", "https://videos.example.com/clip.mp4", duration=3.0)
+
+
+def test_a_continuation_is_the_providers_videos_extend(fake, tmp_path):
+    result = run(fake, tmp_path, first_clip=_clip(tmp_path), last_frame=None, seconds=4)
+    (submission,) = fake.submissions
+    assert submission["protocol"] == "openai-extend"
+    form = submission["body"]
+    assert form["content_type"].startswith("multipart/form-data")
+    assert b'name="video"; filename="clip.mp4"' in form["raw"]
+    assert tiny_mp4() in form["raw"]
+    assert b'name="seconds"\r\n\r\n4' in form["raw"]
+    assert result.path.exists()
+
+
+def test_a_provider_without_videos_extend_fails_clearly(fake, tmp_path):
+    fake.can_extend = False
+    with pytest.raises(UpstreamError, match=r"has no videos\.extend") as caught:
+        run(fake, tmp_path, first_clip=_clip(tmp_path), last_frame=None)
+    assert caught.value.provider_code == "extend_unsupported"
+    assert not fake.submissions
+
+
+def test_videos_extend_takes_no_last_frame(fake, tmp_path):
+    with pytest.raises(UpstreamError, match="no last_frame or driving_audio"):
+        run(fake, tmp_path, first_clip=_clip(tmp_path))

@@ -63,6 +63,7 @@ class FakeProvider:
         self.url_window = 60.0  # seconds a result URL stays valid
         self.expired_urls = 0  # the next N result URLs are issued already expired
         self.report_progress = True  # OpenAI protocol: include `progress`
+        self.can_extend = True  # OpenAI protocol: POST /v1/videos/extensions exists
         self.faults: list[Fault] = []
         self.tasks: dict[str, Task] = {}
         self.submissions: list[dict[str, Any]] = []  # {"protocol", "body", "headers"}
@@ -125,7 +126,7 @@ class FakeProvider:
         """Record one submission and start its task."""
         with self._lock:
             self.submissions.append({"protocol": protocol, "body": body, "headers": headers})
-            prefix = "video_" if protocol == "openai" else ""
+            prefix = "video_" if protocol.startswith("openai") else ""
             task = Task(prefix + uuid.uuid4().hex, body)
             self.tasks[task.task_id] = task
         return task
@@ -243,8 +244,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(403, {"code": "AccessDenied", "message": message})
         body = self.json_body()
         media = body.get("input", {}).get("media") or []
-        if not any(item.get("type") == "first_frame" for item in media):
-            return self._send(400, {"code": "InvalidParameter", "message": "no first_frame"})
+        if not any(item.get("type") in ("first_frame", "first_clip") for item in media):
+            message = "no first_frame or first_clip"
+            return self._send(400, {"code": "InvalidParameter", "message": message})
         for item in media:
             if item["url"].startswith("oss://") and not self._oss_ok(item["url"]):
                 message = f"cannot resolve {item['url']}"
@@ -355,6 +357,16 @@ class _Handler(BaseHTTPRequestHandler):
         task = self.provider.create_task("openai", body, dict(self.headers))
         self._send(200, self._oa_video(task))
 
+    def oa_extend(self, query: dict[str, list[str]]) -> None:
+        """`POST /v1/videos/extensions` (multipart); the form is recorded undecoded."""
+        if not self.provider.can_extend:
+            return self._send(404, {"error": {"code": "not_found", "message": "no route"}})
+        if not self.authorized("openai"):
+            return
+        form = {"content_type": self.headers.get("Content-Type", ""), "raw": self.body}
+        task = self.provider.create_task("openai-extend", form, dict(self.headers))
+        self._send(200, self._oa_video(task))
+
     def oa_retrieve(self, query: dict[str, list[str]], video_id: str) -> None:
         """`GET /v1/videos/{id}`."""
         if not self.authorized("openai"):
@@ -428,6 +440,7 @@ _ROUTES = [
     ("POST", re.compile(r"/oss/upload"), "oss_upload"),
     ("GET", re.compile(r"/oss/results/([^/]+)\.mp4"), "oss_result"),
     ("POST", re.compile(r"/v1/videos"), "oa_create"),
+    ("POST", re.compile(r"/v1/videos/extensions"), "oa_extend"),
     ("GET", re.compile(r"/v1/videos/([^/]+)"), "oa_retrieve"),
     ("GET", re.compile(r"/v1/videos/([^/]+)/content"), "oa_content"),
     ("POST", re.compile(r"/v1/videos/([^/]+)/cancel"), "oa_cancel"),

@@ -48,7 +48,12 @@ class SynthesisInput(BaseModel):
 
     prompt: Prompt | None = None
     negative_prompt: NegativePrompt | None = None
-    media: list[MediaItem] | None = Field(default=None, max_length=3)
+    media: list[MediaItem] | None = Field(
+        default=None,
+        max_length=3,
+        description="first_frame + last_frame, or first_clip (+ last_frame); "
+        "driving_audio optional",
+    )
     img_url: MediaUrl | None = None
     first_frame_url: MediaUrl | None = None
     head_frame: MediaUrl | None = None
@@ -86,7 +91,9 @@ class SynthesisParameters(BaseModel):
 
     resolution: Annotated[Text, Field(examples=["720P", "1080P"])] | None = None
     size: Annotated[Text, Field(examples=["1280*720"])] | None = None
-    duration: Seconds = 5
+    duration: Seconds = Field(
+        default=5, description="seconds of the whole output (with a first_clip, the clip counts)"
+    )
     prompt_extend: bool | None = None
     watermark: bool = False
     seed: Seed | None = None
@@ -135,6 +142,7 @@ class SynthesisBody(BaseModel):
             prompt_extend=prompt_extend,
             watermark=params.watermark,
             seed=params.seed,
+            seconds_include_clip=True,
         )
 
 

@@ -213,6 +213,11 @@ class DiffusersEngine:
     def generate(self, request: GenerationRequest, context: EngineContext) -> FrameStream:
         """Generate the request's frames, then stream them resized (and retimed if needed)."""
         context.raise_if_cancelled()
+        if request.last_frame is None and self.layout.needs_last_frame:
+            raise EngineError(
+                f"the {self.layout.name} checkpoint needs a last frame: continue this clip "
+                "towards a last_frame, or serve an image-to-video checkpoint (Wan2.2-I2V-A14B)"
+            )
         prompt = request.prompt
         if request.prompt_extend and self._extender is not None:
             prompt = self._extender.extend(request.prompt, job_id=request.job_id)

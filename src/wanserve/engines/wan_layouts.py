@@ -41,6 +41,8 @@ class Layout:
     fps: float = 16.0
     frame_budget: int = 81
     refusal: str | None = None  # why it cannot make first+last-frame videos
+    # Its image encoder conditions on two frames: no video from a first frame alone.
+    needs_last_frame: bool = False
 
     def tuned(self, overrides: Mapping[str, Any]) -> Layout:
         """This layout with every non-None override (steps, guidance, ...) applied."""
@@ -48,7 +50,15 @@ class Layout:
 
 
 _720P = 1280 * 720
-FLF2V = Layout("wan2.1-flf2v", steps=50, guidance=5.0, guidance_2=None, shift=16.0, max_area=_720P)
+FLF2V = Layout(
+    "wan2.1-flf2v",
+    steps=50,
+    guidance=5.0,
+    guidance_2=None,
+    shift=16.0,
+    max_area=_720P,
+    needs_last_frame=True,
+)
 A14B = Layout("wan2.2-a14b", steps=40, guidance=3.5, guidance_2=3.5, shift=5.0, max_area=_720P)
 TI2V_5B = Layout(
     "wan2.2-ti2v-5b",

@@ -74,6 +74,8 @@ class CreateRequest:
     seed: int | None = None
     webhook_url: str | None = None  # the client's own endpoint for this job's events
     extends: str | None = None  # the completed video whose output is the first_clip
+    # DashScope's `duration` is the whole output's: with a first_clip, the clip counts.
+    seconds_include_clip: bool = False
 
     def fingerprint(self) -> str:
         """A digest of the request, to tell an idempotent retry from a different request."""
@@ -89,6 +91,7 @@ def new_job_id() -> str:
     return f"video_{uuid.uuid4().hex}"
 
 
+MIN_NEW_SECONDS = 2
 # The scenarios of wan2.7-i2v: first + last frame, or a clip to continue (optionally
 # towards a last frame); a driving audio may join either.
 SCENARIOS = (
@@ -131,6 +134,23 @@ def continuation_metadata(media: list[MediaRef], extends: str | None = None) -> 
     if extends:
         continued["extended_from"] = extends
     return {"continuation": continued}
+
+
+def new_seconds(request: CreateRequest, media: list[MediaRef]) -> int:
+    """Seconds of video to make: `seconds`, or for a DashScope continuation what its
+    whole `duration` leaves after the clip (at least 2)."""
+    clip = next((m for m in media if m.type == "first_clip"), None)
+    if not request.seconds_include_clip or clip is None or clip.duration is None:
+        return request.seconds
+    left = round(request.seconds - clip.duration)
+    if left < MIN_NEW_SECONDS:
+        raise InvalidRequest(
+            f"parameters.duration is the whole video's length: {request.seconds} s leaves "
+            f"{max(0, left)} s after the {clip.duration:g} s first_clip; at least "
+            f"{MIN_NEW_SECONDS} s of new video are needed.",
+            param="parameters.duration",
+        )
+    return left
 
 
 def output_size(size: str, first_width: int, first_height: int) -> tuple[int, int]:
@@ -208,7 +228,7 @@ class Intake:
             size=request.size,
             width=width,
             height=height,
-            seconds=request.seconds,
+            seconds=new_seconds(request, refs),
             seed=request.seed if request.seed is not None else secrets.randbelow(2**31),
             prompt_extend=request.prompt_extend,
             watermark=request.watermark,

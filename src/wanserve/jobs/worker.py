@@ -286,6 +286,7 @@ class Worker:
                 request.first_clip,
                 size=(request.width, request.height),
                 driving_audio=request.driving_audio,
+                seconds=request.seconds,
                 work_dir=context.work_dir,
             )
             output, audio_path, duration = (

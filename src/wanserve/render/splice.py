@@ -2,8 +2,9 @@
 
 An engine's new part starts on the clip's last frame (the image it was given), so that
 frame is dropped from the new part and the clip's own last frame stands at the seam; the
-new part's final frame is held once more to keep its length. Sound follows the picture:
-the clip's own track under the clip, the driving audio under the new part.
+new part is then held on its final frame or cut to last exactly the asked seconds. Sound
+follows the picture: the clip's own track under the clip, the driving audio under the new
+part.
 """
 
 from __future__ import annotations
@@ -36,15 +37,17 @@ def splice(
     *,
     size: tuple[int, int],
     driving_audio: MediaInput | None,
+    seconds: float,
     work_dir: Path,
 ) -> Continued:
-    """The clip followed by `new_part`, with the sound of each under it."""
+    """The clip followed by `seconds` of `new_part`, with the sound of each under it."""
     source_seconds = clip.duration or 0.0
     source_count = max(1, round(source_seconds * new_part.fps))
+    new_count = max(1, round(seconds * new_part.fps))
     frames = itertools.chain(
-        resampled_frames(clip.path, size, source_count), _after_seam(new_part.frames)
+        resampled_frames(clip.path, size, source_count), _after_seam(new_part.frames, new_count)
     )
-    total = source_count + new_part.frame_count
+    total = source_count + new_count
     share = source_count / total  # the clip's frames are encoded before the engine's work
     stream = FrameStream(
         fps=new_part.fps,
@@ -53,12 +56,12 @@ def splice(
         metadata={
             **new_part.metadata,
             # Beside the job's own `continuation` record (made at intake), not over it.
-            "splice": {"source_frames": source_count, "new_frames": new_part.frame_count},
+            "splice": {"source_frames": source_count, "new_frames": new_count},
         },
         progress_start=new_part.progress_start * (1 - share),
     )
     source_part = source_count / new_part.fps
-    new_seconds = new_part.frame_count / new_part.fps
+    new_seconds = new_count / new_part.fps
     audio = _joined_audio(
         clip.path if has_audio(clip.path) else None,
         source_part,
@@ -69,15 +72,18 @@ def splice(
     return Continued(stream, audio, source_part + new_seconds)
 
 
-def _after_seam(frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+def _after_seam(frames: Iterator[np.ndarray], count: int) -> Iterator[np.ndarray]:
+    """`count` frames after the seam frame: the last held, or the rest cut, to fit."""
     iterator = iter(frames)
     try:
         next(iterator, None)  # the seam frame: the clip's last frame stands there
         held = None
-        for held in iterator:
+        for held in itertools.islice(iterator, count):
             yield held
+            count -= 1
         if held is not None:
-            yield held
+            for _ in range(count):
+                yield held
     finally:
         close = getattr(iterator, "close", None)
         if close is not None:

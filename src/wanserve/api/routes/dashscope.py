@@ -132,7 +132,8 @@ def task_usage(job: Job) -> TaskUsage | None:
         return None
     width = job.result.get("width") or job.spec.width
     height = job.result.get("height") or job.spec.height
-    seconds = job.spec.seconds
+    # The whole output's length, as DashScope counts it (a continuation's clip included).
+    seconds = round(job.result.get("duration") or job.spec.seconds)
     return TaskUsage(
         duration=seconds,
         video_duration=seconds,
