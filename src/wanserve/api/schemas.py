@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -202,6 +202,20 @@ class ErrorBody(BaseModel):
     """Every `/v1` error body."""
 
     error: ErrorDetail
+
+
+ERROR_TEXT = {
+    400: "Invalid request (the param names the field)",
+    401: "Missing or wrong API key",
+    404: "No such video for this API key",
+    413: "Request body too large",
+    429: "Too many requests for this API key (create rate, unfinished videos or open streams)",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` entries of `/v1` error answers with these statuses."""
+    return {s: {"model": ErrorBody, "description": ERROR_TEXT[s]} for s in statuses}
 
 
 class WorkerObject(BaseModel):

@@ -17,21 +17,12 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 
 from wanserve.api.fields import ResourceId, Text
-from wanserve.api.schemas import ErrorBody
+from wanserve.api.schemas import error_responses
 from wanserve.api.services import Owner, Services, Svc, store_read
 from wanserve.api.views import base_url, video_object
 from wanserve.errors import NotFound, RateLimited, StoreUnavailable
 
-router = APIRouter(
-    prefix="/v1",
-    tags=["videos"],
-    responses={
-        400: {"model": ErrorBody, "description": "Invalid request (the param names the field)"},
-        401: {"model": ErrorBody, "description": "Missing or wrong API key"},
-        404: {"model": ErrorBody, "description": "No such video for this API key"},
-        429: {"model": ErrorBody, "description": "Too many open event streams for this key"},
-    },
-)
+router = APIRouter(prefix="/v1", tags=["videos"], responses=error_responses(400, 401, 404, 429))
 
 
 class StreamSlots:

@@ -10,19 +10,12 @@ from pydantic import BaseModel
 
 from wanserve.api.auth import bearer_matches
 from wanserve.api.fields import Text
-from wanserve.api.schemas import ErrorBody
+from wanserve.api.schemas import error_responses
 from wanserve.api.services import Svc, caller, store_read
 from wanserve.errors import InvalidRequest
 from wanserve.jobs.usage import usage
 
-router = APIRouter(
-    prefix="/v1",
-    tags=["usage"],
-    responses={
-        400: {"model": ErrorBody, "description": "Invalid request (the param names the field)"},
-        401: {"model": ErrorBody, "description": "Missing or wrong API key"},
-    },
-)
+router = APIRouter(prefix="/v1", tags=["usage"], responses=error_responses(400, 401))
 
 
 class UsageEntry(BaseModel):

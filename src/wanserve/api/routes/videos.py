@@ -22,12 +22,12 @@ from wanserve.api.quota import CreateQuotaCheck
 from wanserve.api.ranges import ranged_file, requested_ranges
 from wanserve.api.schemas import (
     CreateVideoBody,
-    ErrorBody,
     ExtendVideoBody,
     RemixBody,
     VideoDeleted,
     VideoList,
     VideoObject,
+    error_responses,
 )
 from wanserve.api.services import Owner, Services, Svc, caller, store_read
 from wanserve.api.views import base_url, video_object
@@ -37,23 +37,10 @@ from wanserve.jobs.lifecycle import cancel_job, delete_job
 from wanserve.jobs.model import Job, JobStatus
 from wanserve.storage.layout import OUTPUT_FILES, output_key
 
-ERROR_TEXT = {
-    400: "Invalid request (the param names the field)",
-    401: "Missing or wrong API key",
-    404: "No such video for this API key",
-    413: "Request body too large",
-    429: "Too many create requests or unfinished videos for this API key",
-}
-
-
-def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {s: {"model": ErrorBody, "description": ERROR_TEXT[s]} for s in statuses}
-
-
 # A create reads a body and counts against the key's quota.
-CREATE_ERRORS = _errors(413, 429)
+CREATE_ERRORS = error_responses(413, 429)
 
-router = APIRouter(prefix="/v1", tags=["videos"], responses=_errors(400, 401, 404))
+router = APIRouter(prefix="/v1", tags=["videos"], responses=error_responses(400, 401, 404))
 
 CREATE_BODY_DOC: dict[str, Any] = {
     "requestBody": {
