@@ -94,16 +94,34 @@ async def read_form(
             uploads.append(MediaSource(type=media_type, param=name, data=await value.read()))
         else:
             fields.append((name, value))
-    body: dict[str, Any] = {n: v for n, v in fields if not n.startswith(("media[", "video["))}
-    reference = dict(fields).get("video[id]")
-    if reference is not None:  # videos.extend's `{"id"}` in the form's bracket notation
-        body["video"] = {"id": reference}
+    nested = ("media[", "video[", "input_reference[")
+    body: dict[str, Any] = {n: v for n, v in fields if n != "media" and not n.startswith(nested)}
+    named = dict(fields)
+    if "video[id]" in named:  # videos.extend's `{"id"}` in the form's bracket notation
+        body["video"] = {"id": named["video[id]"]}
+    if "input_reference[image_url]" in named:
+        body["input_reference"] = {"image_url": named["input_reference[image_url]"]}
     media = _media_from_form(fields)
+    if "media" in named:
+        # One JSON-encoded field: what a LiteLLM proxy sends, as it drops repeated parts.
+        media = _media_from_json(named["media"]) + (media or [])
     if media is not None:
         body["media"] = media
     elif uploads:
         body["media"] = []
     return body, uploads
+
+
+def _media_from_json(text: str) -> list[Any]:
+    try:
+        media = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRequest("media is not valid JSON.", param="media") from exc
+    if not isinstance(media, list):
+        raise InvalidRequest("media must be a JSON array of {type, url}.", param="media")
+    if _depth(media) > MAX_JSON_DEPTH:
+        raise InvalidRequest("media is nested too deeply.", param="media")
+    return media
 
 
 def create_request_from(body: dict[str, Any], uploads: list[MediaSource]) -> CreateRequest:
@@ -113,6 +131,18 @@ def create_request_from(body: dict[str, Any], uploads: list[MediaSource]) -> Cre
         MediaSource(type=item.type, param=f"media[{i}].url", url=item.url)
         for i, item in enumerate(model.media)
     ]
+    reference = model.input_reference
+    if reference is not None:
+        if reference.image_url is None:
+            raise InvalidRequest(
+                "input_reference needs an image_url (file_id references are not supported).",
+                param="input_reference.image_url",
+            )
+        sources.append(
+            MediaSource(
+                type="first_frame", param="input_reference.image_url", url=reference.image_url
+            )
+        )
     return CreateRequest(
         model=model.model,
         media=sources + uploads,

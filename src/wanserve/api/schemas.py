@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from wanserve.api.fields import (
     TIERS,
     MediaItem,
+    MediaUrl,
     ModelName,
     NegativePrompt,
     Prompt,
@@ -19,6 +21,27 @@ from wanserve.api.fields import (
     checked_pixel_size,
     parse_pixel_size,
 )
+
+
+def _reference_object(value: Any) -> Any:
+    # Gateways pass the object along as JSON text, or give the bare URL.
+    if isinstance(value, str):
+        if value.lstrip().startswith("{"):
+            try:
+                return json.loads(value)
+            except ValueError as exc:
+                raise ValueError("input_reference is not a valid JSON object") from exc
+        return {"image_url": value}
+    return value
+
+
+class ImageReference(BaseModel):
+    """OpenAI's JSON `input_reference`: the first frame by URL (or `data:` URL)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    image_url: MediaUrl | None = None
+    file_id: Text | None = None
 
 
 class CreateVideoBody(BaseModel):
@@ -43,6 +66,9 @@ class CreateVideoBody(BaseModel):
         default=None,
         description="http(s) endpoint told when this video completes or fails "
         "(Standard Webhooks, signed with the server's or the key's secret)",
+    )
+    input_reference: Annotated[ImageReference, BeforeValidator(_reference_object)] | None = Field(
+        default=None, description='the first frame as {"image_url": ...} (OpenAI\'s JSON form)'
     )
 
     @field_validator("size")
