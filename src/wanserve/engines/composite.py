@@ -77,7 +77,7 @@ class LayeredMotion:
         camera = background.camera_at(1.0)
         self._paths = []
         for layer in scene.layers:
-            flow = AppearanceFlow.between(first, last, layer.motion, layer.alpha1)
+            flow = AppearanceFlow.between(first, last, scene.plate1, layer)
             path = _path(layer, np.linalg.inv(camera) @ layer.motion, flow if morph else None)
             self._paths.append(path)
 

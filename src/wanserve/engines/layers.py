@@ -21,6 +21,7 @@ from wanserve.engines.flow import camera_motion
 from wanserve.engines.templates import template_motions
 
 MIN_SHIFT = 3.0  # work pixels an object must move against the scene
+MIN_TRAVEL = 0.02  # share of the frame's width an object must travel to be a layer
 MIN_MATCHES = 10  # ORB matches behind one object's motion
 MAX_OBJECTS = 4
 RANSAC_PIXELS = 2.0
@@ -97,6 +98,10 @@ def find_layers(first: np.ndarray, last: np.ndarray, *, work_width: int) -> Scen
             break
         relative, chosen = group
         left[chosen] = False
+        # Small moves are flow's to handle; near-camera "objects" are its fitting error.
+        travel = np.median(np.linalg.norm(dst[chosen] - aligned[chosen], axis=1))
+        if travel < MIN_TRAVEL * work[0]:
+            continue
         motion = _square(relative) @ camera
         found = _silhouettes(small0, small1, camera, motion, src[chosen], dst[chosen])
         if found is not None:

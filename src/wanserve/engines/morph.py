@@ -13,6 +13,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from wanserve.engines.layers import Layer
+
 MAX_SIDE = 256  # the views are compared at most this large: the flow is smooth
 MARGIN = 8  # input pixels around the object's box
 RIGID_PIXELS = 0.75  # views this close (95th percentile of the flow) need no morph
@@ -36,9 +38,10 @@ class AppearanceFlow:
 
     @classmethod
     def between(
-        cls, first: np.ndarray, last: np.ndarray, motion: np.ndarray, alpha1: np.ndarray
+        cls, first: np.ndarray, last: np.ndarray, plate: np.ndarray, layer: Layer
     ) -> AppearanceFlow | None:
-        """The flow for an object whose frame-1 silhouette is `alpha1`, or None if rigid."""
+        """The flow for one object (`plate`: frame 1's background), or None if it is rigid."""
+        motion, alpha1 = layer.motion, layer.alpha1
         height, width = last.shape[:2]
         ys, xs = np.nonzero(alpha1 > 0.5)
         if len(xs) < 16:
@@ -51,13 +54,24 @@ class AppearanceFlow:
         shrink = min(1.0, MAX_SIDE / max(right - left, bottom - top))
         small = (max(16, round((right - left) * shrink)), max(16, round((bottom - top) * shrink)))
         to_box = np.array([[shrink, 0, -left * shrink], [0, shrink, -top * shrink], [0, 0, 1.0]])
-        view0 = cv2.warpPerspective(first, to_box @ motion, small, flags=cv2.INTER_AREA)
-        view1 = cv2.warpPerspective(last, to_box, small, flags=cv2.INTER_AREA)
-        gray0, gray1 = (cv2.cvtColor(v, cv2.COLOR_RGB2GRAY) for v in (view0, view1))
+        # Both views over the same background: what differs is the object alone.
+        behind = cv2.warpPerspective(plate, to_box, small, flags=cv2.INTER_AREA)
+        views = []
+        for image, alpha, matrix in (
+            (first, layer.alpha0, to_box @ motion),
+            (last, alpha1, to_box),
+        ):
+            view = cv2.warpPerspective(image, matrix, small, flags=cv2.INTER_AREA)
+            shown = cv2.warpPerspective(alpha, matrix, small, flags=cv2.INTER_LINEAR)
+            mixed = cv2.blendLinear(view, behind, shown, 1.0 - shown)
+            views.append(cv2.cvtColor(mixed, cv2.COLOR_RGB2GRAY))
+        gray0, gray1 = views
         dis = cv2.DISOpticalFlow.create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
         forward = np.asarray(dis.calc(gray0, gray1, _NO_MAP)) / shrink
         backward = np.asarray(dis.calc(gray1, gray0, _NO_MAP)) / shrink
         inside = cv2.resize(alpha1[top:bottom, left:right], small) > 0.5
+        if not inside.any():
+            return None
         if np.percentile(np.linalg.norm(forward[inside], axis=1), 95) < RIGID_PIXELS:
             return None
         return cls(

@@ -17,7 +17,7 @@ CHANGED = 24.0  # gray levels of local difference that count as a change
 MIN_AREA = 0.002  # share of the frame: smaller blobs are noise
 MAX_AREA = 0.25  # larger ones cannot be looked for elsewhere in the frame
 MIN_SCORE = 0.9  # masked normalised correlation a match must reach
-MIN_SHIFT = 3.0  # work pixels
+MIN_TRAVEL = 0.02  # share of the frame's width: smaller moves are flow's to handle
 POINTS = 32  # sample points of a blob handed on as its "matches"
 WINDOW = 5
 
@@ -47,7 +47,7 @@ def template_motions(
         scores[~np.isfinite(scores)] = 0
         _, best, _, (bx, by) = cv2.minMaxLoc(scores)
         shift = np.array([bx - x, by - y], np.float64)
-        if best < MIN_SCORE or np.hypot(*shift) <= MIN_SHIFT:
+        if best < MIN_SCORE or np.hypot(*shift) < MIN_TRAVEL * width:
             continue
         ys, xs = np.nonzero(mask)
         pick = np.linspace(0, len(xs) - 1, min(POINTS, len(xs))).astype(int)
