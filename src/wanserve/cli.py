@@ -115,6 +115,7 @@ def _serve_processes(settings: Settings, log_level: str, options: dict[str, Any]
 
 def worker(args: argparse.Namespace) -> int:
     """Run worker loops (from the broker when one is set) against the database and storage."""
+    from wanserve.jobs.pool import lower_priority
     from wanserve.jobs.runtime import build_worker
 
     settings = _settings(args)
@@ -122,6 +123,7 @@ def worker(args: argparse.Namespace) -> int:
         return _worker_pool(settings, len(settings.gpus))
     if args.concurrency > 1:
         return _worker_pool(settings, args.concurrency)
+    lower_priority(settings.worker_nice)
     runner = build_worker(settings)
     signal.signal(signal.SIGTERM, lambda *_: runner.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: runner.stopping.set())

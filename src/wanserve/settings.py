@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     worker_models: Annotated[list[str], NoDecode] = []
 
     workers: int = Field(default=1, ge=0)
+    # Worker processes run this much nicer than the API (os.nice): a render then takes the
+    # CPU the API leaves idle, and polls stay quick while it runs (0: same priority).
+    worker_nice: int = Field(default=10, ge=0, le=19)
     # API processes `serve` runs on its one port (uvicorn's workers); they share the
     # store, and the job workers above are started once, beside them.
     api_workers: int = Field(default=1, ge=1)

@@ -33,10 +33,12 @@ def worker_main(settings_json: str, gpus: str | None = None) -> None:
     from wanserve.logs import configure_logging
 
     configure_logging()
+    settings = Settings.model_validate_json(settings_json)
+    lower_priority(settings.worker_nice)
     if gpus is not None:
         visible = os.environ["CUDA_VISIBLE_DEVICES"]
         logger.info("worker process %s pinned to CUDA_VISIBLE_DEVICES=%s", os.getpid(), visible)
-    worker = build_worker(Settings.model_validate_json(settings_json), migrate=False)
+    worker = build_worker(settings, migrate=False)
     signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: worker.stopping.set())
     threading.Thread(target=_stop_with_parent, args=(worker.stopping,), daemon=True).start()
@@ -45,6 +47,12 @@ def worker_main(settings_json: str, gpus: str | None = None) -> None:
     finally:
         worker.registry.close()
         worker.queue.close()
+
+
+def lower_priority(nice: int) -> None:
+    """Make this worker process `nice` steps nicer (see `Settings.worker_nice`)."""
+    if nice:
+        os.nice(nice)
 
 
 def _stop_with_parent(stopping: threading.Event) -> None:
