@@ -18,10 +18,13 @@ from contextlib import contextmanager, suppress
 from datetime import timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wanserve.engines.wan_pipeline import LoadedPipeline, device_and_dtype, transformers_of
 from wanserve.errors import EngineError
+
+if TYPE_CHECKING:
+    from wanserve.engines.diffusers import DiffusersSettings
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +154,9 @@ def _helper_main(rank: int, degree: int, init_file: str, settings_json: str, con
 class ParallelRunner:
     """Rank 0 of a context-parallel group; `call` runs one pipeline call on every rank."""
 
-    def __init__(self, settings: Any, degree: int, load: Callable[[], LoadedPipeline]):
+    def __init__(
+        self, settings: DiffusersSettings, degree: int, load: Callable[[], LoadedPipeline]
+    ):
         import torch.distributed as dist
 
         if dist.is_initialized():
@@ -166,7 +171,7 @@ class ParallelRunner:
             ours, theirs = spawn.Pipe()
             process = spawn.Process(
                 target=_helper_main,
-                args=(rank, degree, init_file, settings.to_json(), theirs),
+                args=(rank, degree, init_file, settings.model_dump_json(), theirs),
                 name=f"wanserve-cp-rank{rank}",
                 daemon=True,
             )
