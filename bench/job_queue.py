@@ -1,6 +1,6 @@
 """Queue speed: jobs per second end to end and pickup latency, polling against a broker.
 
-Run: PYTHONPATH=src .venv/bin/python bench/queue.py [--jobs 200] [--pickups 40]
+Run: PYTHONPATH=src .venv/bin/python bench/job_queue.py [--jobs 200] [--pickups 40]
      [--workers 1,2,4] [--postgres URL] [--redis URL]
 
 A no-op engine (it hands back a tiny ready-made MP4 at once, as an upstream engine does
