@@ -174,3 +174,16 @@ def pan_frames(count: int, width: int = 480, height: int = 360, step: int = 4) -
 
     photo = np.asarray(Image.fromarray(data.coffee()).resize((1200, 900)))
     return [photo[100 : 100 + height, 40 + i * step : 40 + i * step + width] for i in range(count)]
+
+
+def completed_video(client, video_id: str, timeout: float = 180) -> dict:
+    """Poll `GET /v1/videos/{id}` through `client` until it finishes; assert it completed."""
+    deadline = time.monotonic() + timeout
+    while (video := client.get(f"/v1/videos/{video_id}").json())["status"] not in (
+        "completed",
+        "failed",
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert video["status"] == "completed", video
+    return video

@@ -4,7 +4,6 @@ JSON form by id, and every way the request can be wrong."""
 from __future__ import annotations
 
 import io
-import time
 from pathlib import Path
 
 import av
@@ -12,7 +11,7 @@ import openai
 import pytest
 from openai.types import Video
 
-from helpers import clip_bytes, pan_frames, seed_body
+from helpers import clip_bytes, completed_video, pan_frames, seed_body
 
 
 @pytest.fixture(scope="module")
@@ -28,18 +27,6 @@ def sdk(client) -> openai.OpenAI:
     return openai.OpenAI(
         base_url="http://testserver/v1", api_key="open", http_client=client, max_retries=0
     )
-
-
-def _finished(client, video_id: str) -> dict:
-    deadline = time.monotonic() + 180
-    while (video := client.get(f"/v1/videos/{video_id}").json())["status"] not in (
-        "completed",
-        "failed",
-    ):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    assert video["status"] == "completed", video
-    return video
 
 
 def _seconds_of(content: bytes) -> tuple[float, float]:
@@ -62,7 +49,7 @@ def test_sdk_extend_with_an_uploaded_clip(client, sdk, clip_path):
 @pytest.mark.slow
 def test_extend_a_completed_video_by_id(client, sdk, worker, media_server):
     source = client.post("/v1/videos", json=seed_body(media_server, seconds="3")).json()
-    _finished(client, source["id"])
+    completed_video(client, source["id"])
     # The SDK's multipart encoder refuses a dict for `video`, so the by-id form goes as JSON.
     extended = sdk.post(
         "/videos/extensions",
@@ -70,7 +57,7 @@ def test_extend_a_completed_video_by_id(client, sdk, worker, media_server):
         cast_to=Video,
     )
     assert extended.seconds == "2" and extended.size == "720P"
-    video = _finished(client, extended.id)
+    video = completed_video(client, extended.id)
     assert video["metadata"] == {"source_seconds": 3.0, "extended_from_video_id": source["id"]}
     seconds, rate = _seconds_of(client.get(f"/v1/videos/{extended.id}/content").content)
     assert abs(seconds - 5.0) <= 1 / rate

@@ -4,7 +4,6 @@ length and the sound of each part."""
 from __future__ import annotations
 
 import io
-import time
 from pathlib import Path
 
 import av
@@ -13,23 +12,11 @@ import pytest
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio
 
-from helpers import clip_bytes, pan_frames
+from helpers import clip_bytes, completed_video, pan_frames
 
 pytestmark = pytest.mark.slow
 STEP = 4  # pixels the clip's camera pans a frame
 CLIP_FRAMES = 72  # 3 s at 24 fps
-
-
-def _finished(client, video_id: str) -> dict:
-    deadline = time.monotonic() + 180
-    while (video := client.get(f"/v1/videos/{video_id}").json())["status"] not in (
-        "completed",
-        "failed",
-    ):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    assert video["status"] == "completed", video
-    return video
 
 
 def _decoded(content: bytes) -> tuple[list[np.ndarray], float, np.ndarray | None]:
@@ -71,7 +58,7 @@ def _create(client, media: list[dict[str, str]]) -> dict:
 
 def test_without_a_last_frame_the_camera_glides_on(client, worker, media_server, pan_clip):
     created = _create(client, [{"type": "first_clip", "url": f"{media_server}/pan-sound.mp4"}])
-    video = _finished(client, created["id"])
+    video = completed_video(client, created["id"])
     assert video["seconds"] == "2" and video["metadata"]["source_seconds"] == 3.0
     frames, rate, sound = _decoded(client.get(f"/v1/videos/{created['id']}/content").content)
     # Length: the source's 3 s and the new 2 s, within a frame.
@@ -102,7 +89,7 @@ def test_with_a_last_frame_the_morph_starts_on_the_clips_end(
             {"type": "driving_audio", "url": f"{media_server}/audio.wav"},
         ],
     )
-    video = _finished(client, created["id"])
+    video = completed_video(client, created["id"])
     assert video["seconds"] == "2"
     frames, rate, sound = _decoded(client.get(f"/v1/videos/{created['id']}/content").content)
     assert abs(len(frames) / rate - 5.0) <= 1 / rate
